@@ -1,0 +1,18 @@
+"""mnv2ref: Keras's MobileNetV2, exact and framework-free (NumPy + Numba, weights read with h5py).
+
+    import mnv2ref
+    from mnv2ref import mobilenet_v2
+    model = mnv2ref.MobileNetV2(weights="mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5")
+    x = mobilenet_v2.preprocess_input(mnv2ref.img_to_array(mnv2ref.load_img("cat.jpg", target_size=(224, 224)))[None])
+    print(mobilenet_v2.decode_predictions(model.predict(x)))
+
+Importing this package imports NumPy only; h5py, Pillow and the kernels load on first use.
+"""
+from . import mobilenet_v2
+from .image import img_to_array, load_img
+from .imagenet import decode_predictions, preprocess_input
+from .model import MobileNetV2, Model
+
+__version__ = "0.1.0"
+__all__ = ["MobileNetV2", "Model", "mobilenet_v2", "preprocess_input", "decode_predictions", "load_img",
+           "img_to_array", "__version__"]

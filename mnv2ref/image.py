@@ -1,0 +1,55 @@
+"""Image loading with Keras's defaults (``keras.utils.load_img`` / ``img_to_array``), on Pillow."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+_RESAMPLE = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3, "box": 4, "hamming": 5}  # PIL enum values
+
+
+def load_img(path, color_mode="rgb", target_size=None, interpolation="nearest", keep_aspect_ratio=False):
+    """Load an image as a PIL image, like ``keras.utils.load_img``.
+
+    ``target_size`` is (height, width); Keras's default resampling is *nearest*
+    (use ``interpolation="bilinear"`` or ``"bicubic"`` for smoother results).
+    ``keep_aspect_ratio=True`` centre-crops to the target's aspect ratio before
+    resizing. Raises OSError naming the file if it cannot be read as an image.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if interpolation not in _RESAMPLE:
+        raise ValueError(f"Invalid interpolation method {interpolation!r}; supported: {sorted(_RESAMPLE)}")
+    if color_mode not in ("rgb", "rgba", "grayscale"):
+        raise ValueError(f"color_mode must be 'grayscale', 'rgb' or 'rgba'; Received: {color_mode!r}")
+    try:
+        with open(os.fspath(path), "rb") as f:
+            img = Image.open(f)
+            img.load()
+    except UnidentifiedImageError:
+        raise OSError(f"cannot read {os.fspath(path)!r} as an image (unknown or damaged format)") from None
+    if color_mode == "grayscale" and img.mode not in ("L", "I;16", "I"):
+        img = img.convert("L")
+    elif color_mode == "rgba" and img.mode != "RGBA":
+        img = img.convert("RGBA")
+    elif color_mode == "rgb" and img.mode != "RGB":
+        img = img.convert("RGB")
+    if target_size is not None:
+        size = (target_size[1], target_size[0])  # PIL wants (width, height)
+        if img.size != size:
+            resample = _RESAMPLE[interpolation]
+            if keep_aspect_ratio:
+                w, h = img.size
+                tw, th = size
+                ch, cw = min(h, (w * th) // tw), min(w, (h * tw) // th)
+                top, left = (h - ch) // 2, (w - cw) // 2
+                img = img.resize(size, resample, box=(left, top, left + cw, top + ch))
+            else:
+                img = img.resize(size, resample)
+    return img
+
+
+def img_to_array(img, dtype="float32"):
+    """PIL image -> (H, W, C) array (``keras.utils.img_to_array``, channels last)."""
+    x = np.asarray(img, dtype=dtype)
+    return x[..., None] if x.ndim == 2 else x
