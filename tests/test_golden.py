@@ -38,7 +38,8 @@ def test_manifest_hashes_match_files():
 
 
 def test_fixtures_stay_small():
-    assert sum(info["size"] for info in MANIFEST["files"].values()) < 13e6
+    # The two weight files alone are 10.5 MB (the 0.35 top is a 1280x1000 Dense); goldens are kept to ~7 MB.
+    assert sum(info["size"] for info in MANIFEST["files"].values()) < 18.5e6
 
 
 def test_preprocessing_is_bit_exact_with_tensorflow():
@@ -47,25 +48,30 @@ def test_preprocessing_is_bit_exact_with_tensorflow():
         np.testing.assert_array_equal(mnv2ref.preprocess_input(npz["input"].copy()), npz["preprocessed"])
 
 
+BACKENDS = ["numba", "numpy"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_a_every_layer_and_logits(dtype):
+def test_a_every_layer_and_logits(dtype, backend):
     cfg, npz = FIXTURES["0.35_96"], load("0.35_96")
-    m = build(cfg, FIX, True, dtype)
+    m = build(cfg, FIX, True, dtype, backend=backend)
     assert m.name == cfg.get("model_name", m.name)
     tf = golden_layers(npz)
     assert list(m.trace(npz["preprocessed"])) == list(tf)
     assert_layers_close(m.trace(npz["preprocessed"]), tf, dtype)
-    logits = build(cfg, FIX, True, dtype, activation=None).predict(npz["preprocessed"])
+    logits = build(cfg, FIX, True, dtype, activation=None, backend=backend).predict(npz["preprocessed"])
     assert_layers_close({"logits": logits}, {"logits": npz["logits"]}, dtype)
     assert_layers_close({"probs": m.predict(npz["preprocessed"])}, {"probs": npz["probs"]}, dtype)
     assert [list(np.argsort(-p)[:5]) for p in logits] == [list(np.argsort(-p)[:5]) for p in npz["logits"]]
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("variant", ["static", "dynamic"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_b_odd_non_square_no_top_both_padding_modes(variant, dtype):
+def test_b_odd_non_square_no_top_both_padding_modes(variant, dtype, backend):
     cfg, npz = FIXTURES["0.5_97x131_avg"], load("0.5_97x131_avg")
-    m = build(cfg, FIX, variant == "static", dtype)
+    m = build(cfg, FIX, variant == "static", dtype, backend=backend)
     tf = golden_layers(npz, variant + "/")
     tr = m.trace(npz["preprocessed"])
     assert_layers_close(tr, tf, dtype)
@@ -78,10 +84,11 @@ def test_static_and_dynamic_really_differ():
     assert s["out_relu"].shape[1:3] == (4, 5) and d["out_relu"].shape[1:3] == (3, 4)
 
 
-def test_our_float32_is_as_accurate_as_tensorflow():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_our_float32_is_as_accurate_as_tensorflow(backend):
     """Against our float64 pass, our float32 error stays within 3x TensorFlow's own float32 error (or 1e-6)."""
     for name, cfg in FIXTURES.items():
-        for r in check_fixture(name, cfg, FIX):
+        for r in check_fixture(name, cfg, FIX, backend):
             assert not r.failures, r.failures
             ours = max(l[4] for l in r.layers)
             theirs = max(l[3] for l in r.layers)
@@ -98,7 +105,7 @@ def test_stage_names():
 
 def worst_error_a():
     cfg, npz = FIXTURES["0.35_96"], load("0.35_96")
-    m = build(cfg, FIX, True, "float64")
+    m = build(cfg, FIX, True, "float64", backend="numpy")  # the mutations patch the NumPy pass
     try:
         errs = compare_layers(m.trace(npz["preprocessed"]), golden_layers(npz))
     except AssertionError as e:  # a missing layer or a shape mismatch is a failure too
@@ -108,7 +115,7 @@ def worst_error_a():
 
 def worst_error_b_static():
     cfg, npz = FIXTURES["0.5_97x131_avg"], load("0.5_97x131_avg")
-    m = build(cfg, FIX, True, "float64")
+    m = build(cfg, FIX, True, "float64", backend="numpy")
     try:
         errs = compare_layers(m.trace(npz["preprocessed"]), golden_layers(npz, "static/"))
     except AssertionError as e:  # a shape mismatch is a failure too

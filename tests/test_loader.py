@@ -111,7 +111,7 @@ def test_wrong_alpha_names_layer_and_both_shapes(raw, tmp_path):
 
 def test_wrong_classes_and_top(raw, tmp_path):
     write_legacy(tmp_path / "w.h5", file_layers(raw))
-    with pytest.raises(ValueError, match=r"predictions.*\(112, 1000\).*\(112, 10\)"):
+    with pytest.raises(ValueError, match=r"predictions.*\(1280, 1000\) in the file, \(1280, 10\) expected"):
         mnv2ref.MobileNetV2(input_shape=HW + (3,), alpha=ALPHA, weights=str(tmp_path / "w.h5"), classes=10)
     with pytest.raises(ValueError, match="105 layers with weights.*104"):
         mnv2ref.MobileNetV2(alpha=ALPHA, include_top=False, weights=str(tmp_path / "w.h5"))
@@ -128,7 +128,8 @@ def test_swapped_batchnorm_arrays_are_refused(raw, tmp_path):
 
 def test_misaligned_layer_is_refused(raw, tmp_path):
     layers = file_layers(raw)
-    layers = [(n if n != "Conv1" else "Conv_1", w) for n, w in layers]
+    swap = {"Conv1": "Conv_1", "Conv_1": "Conv1"}  # two MobileNetV2 names exchanged
+    layers = [(swap.get(n, n), w) for n, w in layers]
     write_legacy(tmp_path / "w.h5", layers)
     with pytest.raises(ValueError, match="'Conv_1' is where 'Conv1' should be"):
         mnv2ref.MobileNetV2(input_shape=HW + (3,), alpha=ALPHA, weights=str(tmp_path / "w.h5"))

@@ -1,0 +1,50 @@
+"""The layer operations on the Numba kernels (``mnv2ref.kernels``), same signatures as ``numpy_ops``.
+
+The forward pass (``forward.py``) is written once; ``Model(backend="numba")``
+hands it this module instead of ``numpy_ops``. Differences from the NumPy
+module are only in speed: bias, ReLU6 and the residual add are fused into the
+kernel that produces the tensor, and 1x1 weights arrive pre-packed
+(``pack``, once at load time). ``numpy_ops`` stays the readable oracle the
+kernels are tested against.
+"""
+from __future__ import annotations
+
+from . import numpy_ops
+from .kernels import (conv3x3 as _conv3x3, dense as _dense, depthwise3x3 as _depthwise3x3,
+                      global_avg_pool, global_max_pool, pack_pointwise, pointwise as _pointwise)
+
+relu6 = numpy_ops.relu6  # only used unfused, by Model.trace
+zero_pad = numpy_ops.zero_pad  # ditto: fused kernels take the padding as an argument
+softmax = numpy_ops.softmax  # (N, classes): negligible
+
+__all__ = ["conv3x3", "depthwise3x3", "pointwise", "global_avg_pool", "global_max_pool", "dense", "relu6",
+           "zero_pad", "softmax", "pack"]
+
+
+def conv3x3(x, w, b, stride, pads, relu6=False):
+    return _conv3x3(x, w, b, stride, pads, relu6)
+
+
+def depthwise3x3(x, w, b, stride, pads, relu6=False):
+    return _depthwise3x3(x, w, b, stride, pads, relu6)
+
+
+def pointwise(x, w, b, relu6=False, residual=None):
+    return _pointwise(x, w, b, relu6, residual)
+
+
+def dense(x, w, b):
+    return _dense(x, w, b)
+
+
+def pack(params: dict) -> dict:
+    """Forward-pass parameters with every 1x1 weight matrix packed for the pointwise kernel."""
+    blocks = []
+    for p in params["blocks"]:
+        q = dict(p)
+        for key in ("expand_w", "project_w"):
+            if q.get(key) is not None:
+                q[key] = pack_pointwise(q[key])
+        blocks.append(q)
+    out = dict(params, blocks=blocks, head=dict(params["head"], w=pack_pointwise(params["head"]["w"])))
+    return out
