@@ -43,6 +43,7 @@ def test_shapes_and_names(kwargs, out, name):
     (dict(weights="imagenet", input_shape=(96, 96, 3), alpha=1.0, include_top=True), None),  # cache lookup, below
     (dict(weights=None, pooling="mean", include_top=False), "pooling must be"),
     (dict(weights=None, dtype="float16"), "dtype must be"),
+    (dict(weights=None, backend="cuda"), "backend must be one of"),
     (dict(weights=None, input_tensor=object()), "`input_tensor` is not supported"),
 ])
 def test_keras_validation_errors(kwargs, match, tmp_path, monkeypatch):
@@ -142,6 +143,16 @@ def test_trace_names_shapes_and_consistency(small):
     scale = bn["gamma"] / np.sqrt(bn["moving_variance"] + 1e-3)
     np.testing.assert_allclose((tr["Conv1"] - bn["moving_mean"]) * scale + bn["beta"], tr["bn_Conv1"],
                                atol=1e-5 * np.abs(tr["bn_Conv1"]).max())
+
+
+def test_backends_agree_and_import_lazily():
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 64, 80, 3))
+    a = mnv2ref.MobileNetV2(weights=None, alpha=0.5, include_top=False, backend="numba", seed=4)
+    b = mnv2ref.MobileNetV2(weights=None, alpha=0.5, include_top=False, backend="numpy", seed=4)
+    assert a.backend == "numba" and "backend='numba'" in repr(a)
+    ya, yb = a(x), b(x)
+    assert ya.shape == yb.shape == (2, 2, 2, 1280)  # dynamic model: (0, 1) padding, 5 -> 2 at block_13
+    assert np.abs(ya - yb).max() <= 1e-5 * np.abs(yb).max()
 
 
 def test_random_weights_are_seeded():

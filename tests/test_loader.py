@@ -40,7 +40,7 @@ def x():
 @pytest.fixture(scope="module")
 def expected(raw, x):
     m = mnv2ref.Model(raw, alpha=ALPHA, input_shape=HW + (3,), include_top=True, pooling=None, classes=1000,
-                      classifier_activation=None, name="ref", dtype="float32")
+                      classifier_activation=None, name="ref", dtype="float32", backend="numpy")
     return m.predict(x)
 
 
@@ -63,7 +63,7 @@ QUIRKS = {
 def test_quirks_load_identically(quirk, raw, x, expected, tmp_path):
     path = tmp_path / "w.h5"
     write_legacy(path, file_layers(raw), **QUIRKS[quirk])
-    m = mnv2ref.MobileNetV2(input_shape=HW + (3,), alpha=ALPHA, weights=str(path), classifier_activation=None)
+    m = mnv2ref.MobileNetV2(backend="numpy", input_shape=HW + (3,), alpha=ALPHA, weights=str(path), classifier_activation=None)
     np.testing.assert_array_equal(m.predict(x), expected)
 
 
@@ -72,7 +72,7 @@ def test_extra_weightless_conv1_pad_layer(raw, x, expected, tmp_path):
     layers = file_layers(raw)
     layers.insert(1, ("Conv1_pad", []))
     write_legacy(tmp_path / "w.h5", layers)
-    m = mnv2ref.MobileNetV2(input_shape=HW + (3,), alpha=ALPHA, weights=str(tmp_path / "w.h5"),
+    m = mnv2ref.MobileNetV2(backend="numpy", input_shape=HW + (3,), alpha=ALPHA, weights=str(tmp_path / "w.h5"),
                             classifier_activation=None)
     np.testing.assert_array_equal(m.predict(x), expected)
 
@@ -103,7 +103,7 @@ def test_weights_read_in_weight_names_order_not_listing_order(raw, tmp_path):
 def test_wrong_alpha_names_layer_and_both_shapes(raw, tmp_path):
     write_legacy(tmp_path / "w.h5", file_layers(raw))
     with pytest.raises(ValueError) as e:
-        mnv2ref.MobileNetV2(input_shape=HW + (3,), alpha=1.0, weights=str(tmp_path / "w.h5"))
+        mnv2ref.MobileNetV2(backend="numpy", input_shape=HW + (3,), alpha=1.0, weights=str(tmp_path / "w.h5"))
     msg = str(e.value)
     assert "w.h5" in msg and "Conv1" in msg and "(3, 3, 3, 16)" in msg and "(3, 3, 3, 32)" in msg
     assert "alpha in [0.35, 0.5]" in msg
@@ -112,9 +112,9 @@ def test_wrong_alpha_names_layer_and_both_shapes(raw, tmp_path):
 def test_wrong_classes_and_top(raw, tmp_path):
     write_legacy(tmp_path / "w.h5", file_layers(raw))
     with pytest.raises(ValueError, match=r"predictions.*\(1280, 1000\) in the file, \(1280, 10\) expected"):
-        mnv2ref.MobileNetV2(input_shape=HW + (3,), alpha=ALPHA, weights=str(tmp_path / "w.h5"), classes=10)
+        mnv2ref.MobileNetV2(backend="numpy", input_shape=HW + (3,), alpha=ALPHA, weights=str(tmp_path / "w.h5"), classes=10)
     with pytest.raises(ValueError, match="105 layers with weights.*104"):
-        mnv2ref.MobileNetV2(alpha=ALPHA, include_top=False, weights=str(tmp_path / "w.h5"))
+        mnv2ref.MobileNetV2(backend="numpy", alpha=ALPHA, include_top=False, weights=str(tmp_path / "w.h5"))
 
 
 def test_swapped_batchnorm_arrays_are_refused(raw, tmp_path):
@@ -123,7 +123,7 @@ def test_swapped_batchnorm_arrays_are_refused(raw, tmp_path):
     layers[2] = (name, [ws[1], ws[0], ws[2], ws[3]])
     write_legacy(tmp_path / "w.h5", layers)
     with pytest.raises(ValueError, match="bn_Conv1.*order"):
-        mnv2ref.MobileNetV2(input_shape=HW + (3,), alpha=ALPHA, weights=str(tmp_path / "w.h5"))
+        mnv2ref.MobileNetV2(backend="numpy", input_shape=HW + (3,), alpha=ALPHA, weights=str(tmp_path / "w.h5"))
 
 
 def test_misaligned_layer_is_refused(raw, tmp_path):
@@ -132,13 +132,13 @@ def test_misaligned_layer_is_refused(raw, tmp_path):
     layers = [(swap.get(n, n), w) for n, w in layers]
     write_legacy(tmp_path / "w.h5", layers)
     with pytest.raises(ValueError, match="'Conv_1' is where 'Conv1' should be"):
-        mnv2ref.MobileNetV2(input_shape=HW + (3,), alpha=ALPHA, weights=str(tmp_path / "w.h5"))
+        mnv2ref.MobileNetV2(backend="numpy", input_shape=HW + (3,), alpha=ALPHA, weights=str(tmp_path / "w.h5"))
 
 
 def test_unknown_layer_name_warns_but_loads(raw, tmp_path, x, expected):
     write_legacy(tmp_path / "w.h5", file_layers(raw), rename={"Conv_1": "my_conv"})
     with pytest.warns(UserWarning, match="'my_conv' loaded as 'Conv_1'"):
-        m = mnv2ref.MobileNetV2(input_shape=HW + (3,), alpha=ALPHA, weights=str(tmp_path / "w.h5"),
+        m = mnv2ref.MobileNetV2(backend="numpy", input_shape=HW + (3,), alpha=ALPHA, weights=str(tmp_path / "w.h5"),
                                 classifier_activation=None)
     np.testing.assert_array_equal(m.predict(x), expected)
 
@@ -149,7 +149,7 @@ def test_missing_dataset(raw, tmp_path):
     with h5py.File(path, "a") as f:
         del f["block_3_project/block_3_project/kernel:0"]
     with pytest.raises(ValueError, match="block_3_project.*missing"):
-        mnv2ref.MobileNetV2(input_shape=HW + (3,), alpha=ALPHA, weights=str(path))
+        mnv2ref.MobileNetV2(backend="numpy", input_shape=HW + (3,), alpha=ALPHA, weights=str(path))
 
 
 def test_not_a_keras_file(tmp_path):
@@ -157,7 +157,7 @@ def test_not_a_keras_file(tmp_path):
     with h5py.File(path, "w") as f:
         f["data"] = np.zeros(3)
     with pytest.raises(ValueError, match="other.h5.*not a legacy Keras weights file"):
-        mnv2ref.MobileNetV2(alpha=ALPHA, weights=str(path))
+        mnv2ref.MobileNetV2(backend="numpy", alpha=ALPHA, weights=str(path))
 
 
 @pytest.mark.parametrize("content", [b"", b"not hdf5 at all" * 10])
@@ -165,7 +165,7 @@ def test_empty_or_foreign_file(tmp_path, content):
     path = tmp_path / "bad.h5"
     path.write_bytes(content)
     with pytest.raises(OSError, match="bad.h5"):
-        mnv2ref.MobileNetV2(alpha=ALPHA, weights=str(path))
+        mnv2ref.MobileNetV2(backend="numpy", alpha=ALPHA, weights=str(path))
 
 
 def test_truncated_file(raw, tmp_path):
@@ -174,11 +174,11 @@ def test_truncated_file(raw, tmp_path):
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(OSError, match="w.h5"):
-        mnv2ref.MobileNetV2(input_shape=HW + (3,), alpha=ALPHA, weights=str(path))
+        mnv2ref.MobileNetV2(backend="numpy", input_shape=HW + (3,), alpha=ALPHA, weights=str(path))
 
 
 def test_directory_and_missing_path(tmp_path):
     with pytest.raises(OSError, match="directory"):
         h5io.read_legacy_h5(tmp_path)
     with pytest.raises(ValueError, match="nope.h5"):  # Keras's check: not None/imagenet/existing file
-        mnv2ref.MobileNetV2(weights=str(tmp_path / "nope.h5"))
+        mnv2ref.MobileNetV2(backend="numpy", weights=str(tmp_path / "nope.h5"))
