@@ -50,10 +50,11 @@ def inverted_residual(x, spec: arch.Block, depthwise_w, depthwise_b, project_w, 
         h = _conv(ops.pointwise, h, expand_w, expand_b, bn=p + "expand_BN", relu=p + "expand_relu", **kw)
                                                                                  # (N, H, W, t*cin)
     if spec.stride == 2:
-        pads = arch.correct_pad(*(h.shape[1:3] if static else (None, None)))
-        h = ops.zero_pad(h, pads) if tap is None else tap(p + "pad", ops.zero_pad(h, pads))
-                                                                                 # (N, H+1|2, W+1|2, t*cin)
-        dw_pads = ((0, 0), (0, 0))                                               # then a 'valid' depthwise
+        # Keras: ZeroPadding2D(correct_pad) then a 'valid' depthwise; the same as padding inside it.
+        dw_pads = arch.correct_pad(*(h.shape[1:3] if static else (None, None)))  # ((0|1, 1), (0|1, 1))
+        if tap is not None:
+            h = tap(p + "pad", ops.zero_pad(h, dw_pads))                         # (N, H+1|2, W+1|2, t*cin)
+            dw_pads = ((0, 0), (0, 0))
     else:
         dw_pads = ((1, 1), (1, 1))                                               # 'same' at stride 1
     h = _conv(ops.depthwise3x3, h, depthwise_w, depthwise_b, spec.stride, dw_pads,
