@@ -3,7 +3,7 @@
 A trace file holds ``input`` (pixels, 0..255, before preprocessing),
 ``preprocessed`` (after ``preprocess_input``) and one array per Keras layer,
 under the Keras layer name, in model order -- nothing else, so NumPy, a
-TensorFlow dump (see docs/cli.md) or any port can write or read the same keys.
+TensorFlow dump (see the README, "mnv2ref compare") or any port can write or read the same keys.
 """
 from __future__ import annotations
 
