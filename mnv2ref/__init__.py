@@ -11,8 +11,9 @@ Importing this package imports NumPy only; h5py, Pillow and the kernels load on 
 from . import mobilenet_v2
 from .image import img_to_array, load_img
 from .imagenet import decode_predictions, preprocess_input
+from .formats import load
 from .model import MobileNetV2, Model
 
 __version__ = "0.1.0"
-__all__ = ["MobileNetV2", "Model", "mobilenet_v2", "preprocess_input", "decode_predictions", "load_img",
+__all__ = ["MobileNetV2", "Model", "load", "mobilenet_v2", "preprocess_input", "decode_predictions", "load_img",
            "img_to_array", "__version__"]

@@ -175,3 +175,117 @@ def random_raw(alpha: float, include_top: bool = True, classes: int = 1000, seed
             fan_in = kh * kw * (1 if layer.kind == "DepthwiseConv2D" else cin)
             raw[layer.name] = {"kernel": rng.normal(0.0, np.sqrt(2.0 / fan_in), shapes[0])}
     return {name: {k: v.astype(np.float32) for k, v in d.items()} for name, d in raw.items()}
+
+
+# --- working out alpha from the file's widths (used by ``formats.infer`` / ``mnv2ref.load``) ----------------
+#
+# The architecture depends on alpha only through 19 channel counts: Conv1's width, the 17 block output
+# widths and Conv_1's width (expand widths are 6x the input). Every alpha that reproduces these 19
+# numbers builds the same network, so "the" alpha of a file is: the official one if one fits (they
+# all differ), else the shortest decimal among those that fit, reported as ambiguous.
+
+#: The widths are piecewise constant in alpha; the pieces are searched up to this alpha.
+MAX_ALPHA = 4.0
+
+
+def width_signature(alpha: float) -> tuple:
+    """(Conv1 width, 17 block output widths, Conv_1 width) for ``alpha``: all the shapes depend on."""
+    return (arch.stem_channels(alpha), *(b.cout for b in arch.blocks(alpha)), arch.last_channels(alpha))
+
+
+def _signature_positions() -> list[tuple[int, str]]:
+    """(index among the 104 backbone layers with weights, Keras name) of Conv1, each project conv, Conv_1."""
+    names = [l.name for l in arch.weighted_layers(1.0, include_top=False)]
+    keep = ["Conv1"] + [b.prefix + "project" for b in arch.blocks(1.0)] + ["Conv_1"]
+    return [(names.index(n), n) for n in keep]
+
+
+def file_signature(backbone, path: str = "") -> tuple:
+    """The width signature read from the file's 104 backbone layers (in model order)."""
+    where = f"{path!r}: " if path else ""
+    sig = []
+    for i, name in _signature_positions():
+        try:
+            shape = backbone[i].weights[0][1].shape
+        except (IndexError, AttributeError):
+            raise ValueError(f"{where}the file has {len(backbone)} backbone layers with weights, MobileNetV2 has "
+                             f"104; there is no layer in the position of {name!r}") from None
+        if len(shape) != 4:
+            raise ValueError(f"{where}layer {backbone[i].name!r} (in the position of {name!r}) has a kernel of "
+                             f"shape {shape}, expected a 4-D convolution kernel (kh, kw, in, out)")
+        sig.append(int(shape[-1]))
+    return tuple(sig)
+
+
+def _breakpoints(max_alpha: float = MAX_ALPHA) -> list[float]:
+    """Every alpha where one of the 19 widths can change (``int(c*alpha)``, ``_make_divisible``'s steps)."""
+    pts = {1.0}
+    for c in sorted({c for _, c, _, _ in arch.TABLE2}):
+        pts.update(n / c for n in range(1, int(c * max_alpha) + 1))
+    for base in (arch.STEM_CHANNELS, arch.LAST_CHANNELS):
+        for k in range(1, int(base * max_alpha / 8) + 2):
+            pts.update(((8 * k - 4) / base, 8 * k / (0.9 * base)))
+    return sorted(p for p in pts if 0 < p <= max_alpha)
+
+
+_TABLE: dict | None = None
+
+
+def _signature_table() -> dict:
+    """{width signature: [alphas sampled at every breakpoint and between them]} (built once, ~0.1 s)."""
+    global _TABLE
+    if _TABLE is None:
+        pts = _breakpoints()
+        samples = pts + [(a + b) / 2 for a, b in zip(pts, pts[1:])] + [pts[0] / 2]
+        table: dict = {}
+        for a in samples:
+            table.setdefault(width_signature(a), []).append(a)
+        _TABLE = table
+    return _TABLE
+
+
+def _shortest_decimal(sig: tuple, lo: float, hi: float) -> float:
+    """The roundest alpha in [lo, hi] with signature ``sig``: a multiple of 0.1, else 0.05, 0.01, 0.005, ..."""
+    for digits in range(1, 7):
+        for step in (10.0 ** -digits, 5 * 10.0 ** -(digits + 1)):
+            for k in range(int(lo / step), int(hi / step) + 2):
+                a = round(k * step, digits + 1)
+                if a > 0 and width_signature(a) == sig:
+                    return a
+    return lo
+
+
+def _describe_signature(sig: tuple) -> str:
+    return f"Conv1 {sig[0]}, blocks {list(sig[1:-1])}, Conv_1 {sig[-1]}"
+
+
+def infer_alpha(backbone, hint: float | None = None, path: str = "") -> tuple[float, str | None]:
+    """(alpha, note) from the widths of the file's 104 backbone layers.
+
+    The official alpha that reproduces the widths if there is one; else ``hint`` (e.g. parsed from the
+    model name in the file's config) if it does; else the shortest decimal among all alphas that do,
+    with a note saying the alpha is not unique. ValueError naming the file and the first differing
+    layer if no alpha reproduces them.
+    """
+    sig = file_signature(backbone, path)
+    for a in arch.IMAGENET_ALPHAS:
+        if width_signature(a) == sig:
+            return a, None
+    if hint is not None and hint > 0 and width_signature(hint) == sig:
+        return float(hint), None
+    fits = _signature_table().get(sig)
+    if not fits:
+        where = f"{path!r}: " if path else ""
+        near = min(arch.IMAGENET_ALPHAS, key=lambda a: sum(x != y for x, y in zip(width_signature(a), sig)))
+        want = width_signature(near)
+        i = next(i for i, (x, y) in enumerate(zip(want, sig)) if x != y)
+        name = _signature_positions()[i][1]
+        raise ValueError(
+            f"{where}no width multiplier alpha (0 < alpha <= {MAX_ALPHA}) reproduces the file's channel counts "
+            f"({_describe_signature(sig)}); the nearest official alpha {near} differs at layer {name!r}: "
+            f"{sig[i]} output channels in the file, {want[i]} for alpha={near}")
+    lo, hi = min(fits), max(fits)
+    alpha = _shortest_decimal(sig, lo, hi)
+    return alpha, (f"the channel counts ({_describe_signature(sig)}) fit no official alpha and every alpha from "
+                   f"about {lo:.4g} to {hi:.4g} reproduces them; using alpha={alpha} (same network whichever "
+                   f"is chosen; pass alpha=... to name another)")

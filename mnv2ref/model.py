@@ -7,10 +7,11 @@ from collections import OrderedDict
 
 import numpy as np
 
-from . import arch, convert, forward, h5io, numpy_ops
+from . import arch, convert, forward, numpy_ops
 
 BASE_WEIGHT_PATH = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/"
 DTYPES = ("float32", "float64")
+BACKENDS = ("numba", "numpy")
 
 
 def weights_filename(alpha: float, rows: int, include_top: bool) -> str:
@@ -25,18 +26,17 @@ def keras_cache_dir() -> str:
     return os.path.join(home, "models")
 
 
-def resolve_imagenet(alpha: float, rows: int, include_top: bool) -> str:
-    """Find the official ImageNet weights in Keras's cache; a clear OSError if they are not there."""
-    name = weights_filename(alpha, rows, include_top)
-    folder = keras_cache_dir()
-    path = os.path.join(folder, name)
-    if os.path.isfile(path):
-        return path
-    raise FileNotFoundError(
-        f"ImageNet weights {name!r} are not in the Keras cache folder {folder!r}. mnv2ref does not download "
-        f"(yet): fetch {BASE_WEIGHT_PATH + name} on a machine with internet access and put it in that folder "
-        f"(or set KERAS_HOME), or pass weights='/path/to/{name}'."
-    )
+def resolve_imagenet(alpha: float, rows: int, include_top: bool, *, base_url: str | None = None,
+                     progress: bool | None = None) -> str:
+    """The official ImageNet weights file: Keras's cache, then mnv2ref's cache, else downloaded.
+
+    See ``download.py`` (search order, ``MNV2REF_WEIGHTS_URL`` / ``base_url``, ``MNV2REF_HOME``,
+    ``MNV2REF_OFFLINE``, the atomic and validated download). FileNotFoundError naming the file,
+    the folders and the URL if it cannot be had.
+    """
+    from . import download
+
+    return download.imagenet_weights(alpha, rows, include_top, base_url_override=base_url, progress=progress)
 
 
 def _check_input_shape(input_shape, include_top, weights, default_size):
@@ -71,7 +71,7 @@ def input_tensor_like(v) -> bool:
 
 def MobileNetV2(input_shape=None, alpha=1.0, include_top=True, weights="imagenet", input_tensor=None,
                 pooling=None, classes=1000, classifier_activation="softmax", name=None, *, dtype="float32",
-                seed=0):
+                backend="numba", seed=0):
     """Build MobileNetV2 like ``keras.applications.MobileNetV2`` and load its weights.
 
     Args (Keras's, same order and defaults):
@@ -81,14 +81,17 @@ def MobileNetV2(input_shape=None, alpha=1.0, include_top=True, weights="imagenet
             built with (None, None, 3) pads like Keras's dynamic model (see README).
         alpha: width multiplier; 0.35, 0.5, 0.75, 1.0, 1.3, 1.4 have ImageNet weights.
         include_top: keep global average pooling + the Dense classifier.
-        weights: None (random, seeded He-normal), "imagenet" (the official file from the
-            Keras cache), or the path of a Keras HDF5 weights file.
+        weights: None (random, seeded He-normal), "imagenet" (the official file: Keras's cache,
+            mnv2ref's cache, else downloaded), or the path of any Keras file of MobileNetV2:
+            legacy ``.h5`` (weights or full model), Keras 3 ``.weights.h5`` or ``.keras``.
         input_tensor: not supported: there is no graph to attach to; must be None.
         pooling: None, "avg" or "max" (only without the top).
         classes: classifier width (1000 with ImageNet weights).
         classifier_activation: "softmax", None/"linear" (logits), or a callable on logits.
         name: model name; default ``mobilenetv2_{alpha:0.2f}_{rows}``.
         dtype (mnv2ref): "float32", or "float64" for the exact reference pass.
+        backend (mnv2ref): "numba" (the fast kernels in ``mnv2ref.kernels``) or "numpy"
+            (the readable pass in ``numpy_ops``, the kernels' oracle). Same results to rounding.
         seed (mnv2ref): seed of the random weights when ``weights=None``.
     """
     if input_tensor is not None:
@@ -101,6 +104,8 @@ def MobileNetV2(input_shape=None, alpha=1.0, include_top=True, weights="imagenet
     if weights == "imagenet" and include_top and classes != 1000:
         raise ValueError('If using `weights="imagenet"` with `include_top` as true, `classes` should be 1000. '
                          f"Received `classes={classes}`")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}; Received backend={backend!r}")
     if str(np.dtype(dtype)) not in DTYPES:
         raise ValueError(f"dtype must be 'float32' or 'float64'; Received dtype={dtype!r}")
     if pooling not in (None, "avg", "max"):
@@ -135,23 +140,27 @@ def MobileNetV2(input_shape=None, alpha=1.0, include_top=True, weights="imagenet
         raw = convert.random_raw(alpha, include_top, classes, seed)
         source = f"random (seed={seed})"
     else:
-        path = resolve_imagenet(alpha, rows, include_top) if weights == "imagenet" else os.fspath(weights)
-        raw = convert.assign(h5io.read_legacy_h5(path), alpha, include_top, classes, path)
-        source = path
+        from . import formats  # every Keras format; a KerasFile from mnv2ref.load() is used as it is
+
+        path = resolve_imagenet(alpha, rows, include_top) if weights == "imagenet" else weights
+        raw = formats.load_raw(path, alpha, include_top, classes)
+        source = os.fspath(path)
     return Model(raw, alpha=alpha, input_shape=input_shape, include_top=include_top, pooling=pooling,
                  classes=classes, classifier_activation=classifier_activation, name=name, dtype=dtype,
-                 weights_source=source)
+                 backend=backend, weights_source=source)
 
 
 class Model:
     """A built MobileNetV2: folded parameters plus what is needed to run and explain them.
 
     Call it (``model(x)``) or ``predict(x)`` on preprocessed (N, H, W, 3) arrays;
-    ``trace(x)`` returns every Keras layer's output by name.
+    ``trace(x)`` returns every Keras layer's output by name. Inputs containing NaN or inf
+    are refused (ValueError), integer images are converted with a warning if they look like
+    un-preprocessed 0..255 pixels; see ``_check`` for the whole input policy.
     """
 
     def __init__(self, raw, *, alpha, input_shape, include_top, pooling, classes, classifier_activation, name,
-                 dtype, weights_source=""):
+                 dtype, backend="numba", weights_source=""):
         self.alpha, self.include_top, self.classes, self.name = alpha, include_top, classes, name
         self.pooling = "avg" if include_top else pooling
         self.classifier_activation = classifier_activation
@@ -163,6 +172,15 @@ class Model:
         # convolution before batch-norm, which the folded parameters no longer compute.
         self._raw = {k: {n: np.asarray(a, self.dtype) for n, a in v.items()} for k, v in raw.items()}
         self.params = convert.fold(raw, alpha, include_top, self.dtype)
+        self.backend = backend
+        if backend == "numba":
+            from . import numba_ops  # imports Numba: only when a numba model is built
+
+            self._ops, self._params = numba_ops, numba_ops.pack(self.params)
+        elif backend == "numpy":
+            self._ops, self._params = numpy_ops, self.params
+        else:
+            raise ValueError(f"backend must be one of {BACKENDS}; Received backend={backend!r}")
 
     # -- shapes and counts ------------------------------------------------------------
     @property
@@ -194,26 +212,62 @@ class Model:
 
     # -- running ----------------------------------------------------------------------
     def _check(self, x):
+        """A valid batch -> a C-contiguous array of the model's dtype; ValueError naming the problem.
+
+        Input policy (mnv2ref's decisions, tested in tests/test_bad_input.py):
+
+        * shape (N, H, W, 3), H and W >= 32, equal to ``input_shape`` if the model was built with
+          one; a channels-first batch (N, 3, H, W) is refused with the transpose to apply, a
+          single image (H, W, 3) with ``x[None]``;
+        * NaN or inf values are **refused** (ValueError with their count): TensorFlow propagates
+          them, but what a NaN turns into through ReLU6 differs between TF, NumPy and the compiled
+          kernels (``max(NaN, 0)`` is NaN or 0), so there is no exact answer to reproduce;
+        * integer inputs (uint8 images straight from PIL) are accepted and converted, like Keras;
+          any input whose values are all >= 0 with some > 1.5 gets a warning: it looks like
+          0..255 pixels and ``preprocess_input`` (which maps them to [-1, 1]) was probably forgotten;
+        * bool, complex, object and string arrays are refused; lists are converted; non-contiguous
+          arrays (slices, transposed views) are copied, the result is the same.
+        """
         if not isinstance(x, np.ndarray):
-            x = np.asarray(x)
+            try:
+                x = np.asarray(x)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"{self.name}: the input cannot be made into an array ({e})") from None
+        if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)) \
+                or x.dtype == np.bool_:
+            raise ValueError(f"{self.name}: expected a numeric (float or integer) array, got dtype {x.dtype}")
         if x.ndim != 4:
-            raise ValueError(f"{self.name}: expected a batch of images (N, H, W, 3), got an array of shape {x.shape}")
+            hint = " (a single image? add the batch axis: x[None])" if x.ndim == 3 and x.shape[-1] == 3 else ""
+            raise ValueError(f"{self.name}: expected a batch of images (N, H, W, 3), got an array of shape "
+                             f"{x.shape}{hint}")
         if x.shape[-1] != 3:
-            raise ValueError(f"{self.name}: expected 3 channels last (N, H, W, 3), got shape {x.shape}")
+            hint = (" -- this looks channels-first (N, 3, H, W); mnv2ref, like Keras's MobileNetV2, is "
+                    "channels-last: pass x.transpose(0, 2, 3, 1)") if x.shape[1] == 3 else ""
+            raise ValueError(f"{self.name}: expected 3 channels last (N, H, W, 3), got shape {x.shape}{hint}")
         h, w = x.shape[1:3]
         if h < 32 or w < 32:
             raise ValueError(f"{self.name}: input size must be at least 32x32, got {h}x{w} (shape {x.shape})")
         if self.static and (h, w) != tuple(self.input_shape[1:3]):
             raise ValueError(f"{self.name}: model was built for input_shape {self.input_shape[1:]}, got {x.shape}")
-        if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
-            raise ValueError(f"{self.name}: expected a numeric array, got dtype {x.dtype}")
-        return np.ascontiguousarray(x, dtype=self.dtype)
+        y = np.ascontiguousarray(x, dtype=self.dtype)
+        if y.size:
+            if np.issubdtype(x.dtype, np.floating) and not np.isfinite(y).all():
+                bad = np.size(y) - int(np.isfinite(y).sum())
+                raise ValueError(f"{self.name}: the input holds {bad} NaN/inf value(s) (first at index "
+                                 f"{tuple(int(i) for i in np.argwhere(~np.isfinite(y))[0])}); mnv2ref refuses "
+                                 "non-finite inputs")
+            lo, hi = y.min(), y.max()
+            if lo >= 0 and hi > 1.5:
+                warnings.warn(f"{self.name}: input values range from {lo:g} to {hi:g}: this looks like 0..255 "
+                              "pixels. MobileNetV2 expects [-1, 1]: apply mnv2ref.preprocess_input first.",
+                              UserWarning, stacklevel=3)
+        return y
 
     def _run(self, x, tap=None):
         act = self.classifier_activation
-        y = forward.forward(x, self.params, self.alpha, include_top=self.include_top, pooling=self.pooling,
+        y = forward.forward(x, self._params, self.alpha, include_top=self.include_top, pooling=self.pooling,
                             activation="softmax" if act == "softmax" else None, static=self.static,
-                            ops=numpy_ops, tap=tap)
+                            ops=self._ops, tap=tap)
         if self.include_top and callable(act):
             y = np.asarray(act(y), self.dtype)
             if tap is not None:
@@ -268,4 +322,4 @@ class Model:
 
     def __repr__(self):
         return (f"<mnv2ref Model {self.name!r}: alpha={self.alpha}, input_shape={self.input_shape}, "
-                f"output_shape={self.output_shape}, dtype={self.dtype}, weights={self.weights_source!r}>")
+                f"output_shape={self.output_shape}, dtype={self.dtype}, backend={self.backend!r}, weights={self.weights_source!r}>")

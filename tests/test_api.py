@@ -48,6 +48,8 @@ def test_shapes_and_names(kwargs, out, name):
 ])
 def test_keras_validation_errors(kwargs, match, tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setenv("MNV2REF_HOME", str(tmp_path / "mnv2ref"))
+    monkeypatch.setenv("MNV2REF_OFFLINE", "1")  # never download from a test
     if match is None:  # a valid imagenet request: fails only because the file is not in the (empty) cache
         with pytest.raises(FileNotFoundError) as e:
             mnv2ref.MobileNetV2(**kwargs)
@@ -68,6 +70,8 @@ def test_pretrained_weights_allow_only_softmax_or_none(tmp_path):
 
 def test_imagenet_non_standard_size_warns_and_uses_224_file(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setenv("MNV2REF_HOME", str(tmp_path / "mnv2ref"))
+    monkeypatch.setenv("MNV2REF_OFFLINE", "1")
     with pytest.warns(UserWarning, match=r"Weights for input shape \(224, 224\)"):
         with pytest.raises(FileNotFoundError, match=r"kernels_0.5_224_no_top\.h5"):
             mnv2ref.MobileNetV2(weights="imagenet", alpha=0.5, include_top=False, input_shape=(200, 300, 3))
@@ -75,6 +79,7 @@ def test_imagenet_non_standard_size_warns_and_uses_224_file(tmp_path, monkeypatc
 
 def test_imagenet_resolves_from_keras_cache(tmp_path, monkeypatch):
     """weights='imagenet' takes the official file name from $KERAS_HOME/models (here a random-weights file)."""
+    monkeypatch.setenv("MNV2REF_OFFLINE", "1")
     from h5tools import layers_from_raw, write_legacy
     from mnv2ref import arch, convert
 
