@@ -1,0 +1,169 @@
+"""Full 3x3 convolution (all input channels) + bias + optional ReLU6, NHWC / HWIO.
+
+    y[n, oh, ow, co] = act( bias[co]
+                            + sum_{dy, dx, ci} xp[n, oh*s + dy, ow*s + dx, ci] * w[dy, dx, ci, co] )
+
+``xp`` is ``x`` zero-padded by ``pads = ((top, bottom), (left, right))``; output size
+``Ho = (H + top + bottom - 3) // s + 1`` (same for W). Meant for a network's first layer
+(few input channels, e.g. RGB), so it is a direct convolution, not an im2col + GEMM.
+
+How:
+* ``w`` is packed per call (it is small) into panels (Q, 9*Cin, 16) of 16 output channels,
+  row ``(dy*3 + dx)*Cin + ci``, zero-padded past Cout.
+* Work item = one output row (n, oh) x one group of panels; ``prange`` over items.
+* Along a row, 4 output pixels x 16 channels are accumulated in 16-lane tuples
+  (``_lanes.py``); per tap and input channel: 4 broadcasts, one panel row, 4 FMAs.
+  Pixels whose 3x3 window touches the padding (and the < 4 left over) are done one by one.
+* Padding taps are skipped (rows and columns outside the image contribute nothing).
+* Summation order per output: bias, then taps in (dy, dx, ci) order, one fused
+  multiply-add each, in the input dtype; identical for tile and single-pixel paths.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from . import _checks
+from ._config import JIT, PARALLEL, call
+from ._lanes import LANES, fma, load1, relu6, store
+
+_MIN_ITEMS = 16
+
+
+def conv3x3(x: np.ndarray, w: np.ndarray, bias: np.ndarray, stride: int, pads,
+            relu6: bool = True, out: np.ndarray | None = None) -> np.ndarray:
+    """3x3 convolution with explicit zero padding, bias and optional ReLU6.
+
+    x: (N, H, W, Cin) NHWC; w: (3, 3, Cin, Cout) HWIO; bias: (Cout,); stride: 1 or 2;
+    pads: ((top, bottom), (left, right)).
+    Returns y: (N, Ho, Wo, Cout), Ho = (H + top + bottom - 3) // stride + 1, same for Wo.
+    """
+    x = _checks.array("x", x, 4)
+    dt = x.dtype
+    N, H, W, cin = x.shape
+    w = _checks.array("w", w, 4, dt)
+    if w.shape[:3] != (3, 3, cin):
+        raise ValueError(f"w: expected shape (3, 3, Cin={cin}, Cout), got {w.shape}")
+    cout = w.shape[3]
+    bias = _checks.array("bias", bias, 1, dt)
+    _checks.shape("bias", bias, (cout,), "Cout")
+    s = _checks.stride(stride)
+    top, bottom, left, right = _checks.pads(pads)
+    Ho = _checks.out_size("x (height)", H, top, bottom, s)
+    Wo = _checks.out_size("x (width)", W, left, right, s)
+    y = _checks.output(out, (N, Ho, Wo, cout), dt, {"x": x})
+    if y.size == 0:
+        return y
+    Q = -(-cout // LANES)
+    padded = np.zeros((9 * cin, Q * LANES), dt)
+    padded[:, :cout] = w.reshape(9 * cin, cout)
+    panels = np.ascontiguousarray(padded.reshape(9 * cin, Q, LANES).transpose(1, 0, 2))
+    b = np.zeros(Q * LANES, dt)
+    b[:cout] = bias
+    items = N * Ho
+    g = Q if items >= _MIN_ITEMS else -(-Q // -(-_MIN_ITEMS // items))
+    xf = x.reshape(N, H, W * cin)
+    call(_conv_kernel, x, xf, panels, b, y, s, top, left, bool(relu6), g)
+    return y
+
+
+@njit(**PARALLEL)
+def _conv_kernel(x, xf, panels, bias, y, s, top, left, relu, g):
+    """Items = (n, oh, group of ``g`` panels)."""
+    N, Ho = y.shape[0], y.shape[1]
+    Q = panels.shape[0]
+    ngroups = (Q + g - 1) // g
+    for item in prange(N * Ho * ngroups):
+        row = item // ngroups
+        grp = item - row * ngroups
+        n = row // Ho
+        oh = row - n * Ho
+        for q in range(grp * g, min(grp * g + g, Q)):
+            _conv_row(x, xf, panels[q], bias, y, n, oh, s, top, left, relu, q * LANES)
+
+
+@njit(**JIT)
+def _put_tail(yr, ow, n, c0, nc, a0, a1, a2, a3):
+    """Store the first ``nc < 16`` lanes of ``n`` pixels from ow on (last panel only;
+    not inlined, to keep compile time down)."""
+    for i in range(n):
+        a = a0 if i == 0 else a1 if i == 1 else a2 if i == 2 else a3
+        for j in range(nc):
+            yr[ow + i, c0 + j] = a[j]
+
+
+@njit(**JIT)
+def _conv_row(x, xf, w, bias, y, n, oh, s, top, left, relu, c0):
+    """Output row y[n, oh, :, c0:c0+16] from one panel ``w`` (9*Cin, 16).
+
+    ``xf`` is ``x`` viewed as (N, H, W*Cin) (a reshape inside the loop is a C call)."""
+    H, W, cin = x.shape[1], x.shape[2], x.shape[3]
+    Wo = y.shape[2]
+    zero = x.dtype.type(0.0)
+    six = x.dtype.type(6.0)
+    c0 = max(c0, 0)
+    nc = min(LANES, y.shape[3] - c0)
+    b = load1(bias, c0)
+    yr = y[n, oh]
+    # Pixels lo..hi-1 have their whole window inside the image columns.
+    lo = min((left + s - 1) // s, Wo)
+    hi = max(lo, min(Wo, (W - 3 + left) // s + 1))
+    ntiles = (hi - lo) // 4
+    for t in range(ntiles):
+        ow = lo + 4 * t
+        i0 = max(ow * s - left, 0) * cin  # flat offsets of the 4 windows in a row
+        i1 = i0 + s * cin
+        i2 = i1 + s * cin
+        i3 = i2 + s * cin
+        a0 = b
+        a1 = b
+        a2 = b
+        a3 = b
+        for dy in range(3):
+            ih = oh * s - top + dy
+            if ih < 0 or ih >= H:
+                continue
+            # In NHWC the 3 taps x Cin channels of one window row are contiguous:
+            # x[n, ih, i + dx, ci] = xr[i*Cin + dx*Cin + ci], matching panel rows
+            # (3*dy + dx)*Cin + ci. One flat loop of 3*Cin instead of two nested ones.
+            xr = xf[n, ih]
+            k0 = 3 * dy * cin
+            for kk in range(3 * cin):
+                a0 = fma(a0, xr[i0 + kk], w, k0 + kk, 0)
+                a1 = fma(a1, xr[i1 + kk], w, k0 + kk, 0)
+                a2 = fma(a2, xr[i2 + kk], w, k0 + kk, 0)
+                a3 = fma(a3, xr[i3 + kk], w, k0 + kk, 0)
+        # Straight-line epilogue (no branchy helper holding arrays: see _pointwise.py).
+        if relu:
+            a0 = relu6(a0, zero, six)
+            a1 = relu6(a1, zero, six)
+            a2 = relu6(a2, zero, six)
+            a3 = relu6(a3, zero, six)
+        if nc == LANES:
+            store(yr, ow, c0, a0)
+            store(yr, ow + 1, c0, a1)
+            store(yr, ow + 2, c0, a2)
+            store(yr, ow + 3, c0, a3)
+        else:
+            _put_tail(yr, ow, 4, c0, nc, a0, a1, a2, a3)
+    # Border pixels and the tile remainder, one at a time with bounds checks.
+    for j in range(Wo - 4 * ntiles):
+        ow = j if j < lo else lo + 4 * ntiles + (j - lo)
+        a0 = b
+        for dy in range(3):
+            ih = oh * s - top + dy
+            if ih < 0 or ih >= H:
+                continue
+            for dx in range(3):
+                iw = ow * s - left + dx
+                if iw < 0 or iw >= W:
+                    continue
+                k0 = (3 * dy + dx) * cin
+                for ci in range(cin):
+                    a0 = fma(a0, x[n, ih, iw, ci], w, k0 + ci, 0)
+        if relu:
+            a0 = relu6(a0, zero, six)
+        if nc == LANES:
+            store(yr, ow, c0, a0)
+        else:
+            _put_tail(yr, ow, 1, c0, nc, a0, a0, a0, a0)

@@ -1,0 +1,218 @@
+"""3x3 depthwise convolution (one filter per channel) + bias + optional ReLU6, NHWC.
+
+    y[n, oh, ow, c] = act( bias[c] + sum_{dy, dx} xp[n, oh*s + dy, ow*s + dx, c] * w[dy, dx, c] )
+
+``xp`` is ``x`` zero-padded by ``pads = ((top, bottom), (left, right))``; output size
+``Ho = (H + top + bottom - 3) // s + 1`` (same for W). ``act`` is ReLU6 or identity.
+
+How (memory-bound: 9 multiply-adds per 4-8 bytes moved, so the goal is streaming):
+* Channels are processed in strips of 16 lanes (``_lanes.py`` tuples, vector registers),
+  so every load, FMA and store is a contiguous 16-channel vector of one pixel.
+* One work item = one output row (n, oh) x one group of channel strips; ``prange`` over
+  items. An item writes only its own row segment, so results do not depend on threads.
+* Padding is handled without branches in the hot loop: taps that fall in the zero padding
+  read a clamped (valid) pixel and use a zero weight, i.e. they add ``x * 0`` exactly as
+  an explicitly zero-padded input would. A strip's 9 weight tuples are scaled by 0/1
+  once for the interior columns (rows outside the image) and once per border column
+  (also columns outside), then kept for the run of columns. Channels past the last full
+  strip (C % 16) use a scalar loop with the same arithmetic in the same order.
+* Summation order per output: three chains, one per filter row,
+  ``((bias + t00 + t01 + t02) + (t10 + t11 + t12)) + (t20 + t21 + t22)``, each step a
+  fused multiply-add, in the input dtype, on both paths.
+* Caveat of the zero-weight trick: an inf/nan *input* next to the border makes the padded
+  taps nan (``inf * 0``), as it would with explicit zero padding.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from . import _checks
+from ._config import INLINE, JIT, PARALLEL, call
+from ._lanes import LANES, add, fma_t, load, load1, mul_t, relu6, scale, store
+
+_MIN_ITEMS = 16  # split channel strips into groups until there are this many work items
+
+
+def depthwise3x3(x: np.ndarray, w: np.ndarray, bias: np.ndarray, stride: int, pads,
+                 relu6: bool = True, out: np.ndarray | None = None) -> np.ndarray:
+    """3x3 depthwise convolution with explicit zero padding, bias and optional ReLU6.
+
+    x: (N, H, W, C) NHWC; w: (3, 3, C) [Keras' (3, 3, C, 1) is accepted too];
+    bias: (C,); stride: 1 or 2; pads: ((top, bottom), (left, right)).
+    Returns y: (N, Ho, Wo, C) with Ho = (H + top + bottom - 3) // stride + 1, same for Wo.
+    """
+    x = _checks.array("x", x, 4)
+    dt = x.dtype
+    w = _checks.array("w", w, None, dt)
+    if w.ndim == 4 and w.shape[3] == 1:
+        w = w[..., 0]
+    N, H, W, C = x.shape
+    _checks.shape("w", w, (3, 3, C), "3, 3, C; or 3, 3, C, 1")
+    bias = _checks.array("bias", bias, 1, dt)
+    _checks.shape("bias", bias, (C,), "C")
+    s = _checks.stride(stride)
+    top, bottom, left, right = _checks.pads(pads)
+    Ho = _checks.out_size("x (height)", H, top, bottom, s)
+    Wo = _checks.out_size("x (width)", W, left, right, s)
+    y = _checks.output(out, (N, Ho, Wo, C), dt, {"x": x})
+    if y.size == 0:
+        return y
+    w9 = w.reshape(9, C)
+    nstrips = C // LANES
+    items = N * Ho
+    g = max(1, nstrips)  # strips per work item: all, unless there are too few rows
+    if items < _MIN_ITEMS and nstrips > 1:
+        g = -(-nstrips // -(-_MIN_ITEMS // items))
+    # Output columns lo..hi-1 have their whole 3-column window inside the image.
+    lo = min(-(-left // s), Wo)
+    hi = max(lo, min(Wo, (W - 3 + left) // s + 1))
+    call(_depthwise_kernel, x, w9, bias, y, s, top, left, lo, hi, bool(relu6), g)
+    return y
+
+
+@njit(**PARALLEL)
+def _depthwise_kernel(x, w9, bias, y, s, top, left, lo, hi, relu, g):
+    """Items = (n, oh, group of ``g`` strips); the last group also does the C % 16 tail."""
+    N, Ho = y.shape[0], y.shape[1]
+    C = x.shape[3]
+    nstrips = C // LANES
+    ngroups = max(1, (nstrips + g - 1) // g)
+    for item in prange(N * Ho * ngroups):
+        row = item // ngroups
+        grp = item - row * ngroups
+        n = row // Ho
+        oh = row - n * Ho
+        q0 = grp * g
+        _row(x, w9, bias, y, n, oh, s, top, left, lo, hi, relu, q0, min(q0 + g, nstrips),
+             nstrips * LANES, C if grp == ngroups - 1 else 0)
+
+
+@njit(**JIT)
+def _row(x, w9, bias, y, n, oh, s, top, left, lo, hi, relu, q0, q1, c_tail, c_end):
+    """Output row y[n, oh]: strips q0..q1-1 (interior columns in one run, then each border
+    column on its own) and the channels c_tail..c_end-1 past the last full strip."""
+    W = x.shape[2]
+    Wo = y.shape[2]
+    one = x.dtype.type(1.0)
+    zero = x.dtype.type(0.0)
+    _strips(x, w9, bias, y, n, oh, s, top, left, lo, hi, one, one, one, False, relu, q0, q1)
+    for j in range(Wo - (hi - lo)):
+        ow = j if j < lo else hi + (j - lo)
+        i = ow * s - left
+        _strips(x, w9, bias, y, n, oh, s, top, left, ow, ow + 1,
+                one if 0 <= i < W else zero, one if 0 <= i + 1 < W else zero,
+                one if 0 <= i + 2 < W else zero, True, relu, q0, q1)
+    if c_tail < c_end:
+        _tail(x, w9, bias, y, n, oh, s, top, left, relu, c_tail, c_end)
+
+
+@njit(**INLINE)
+def _taps(b, x0, x1, x2, i0, i1, i2, c0,
+          w00, w01, w02, w10, w11, w12, w20, w21, w22):
+    """b + the 9 taps of one output pixel: rows x0..x2 (W, C), columns i0..i2.
+
+    Three independent FMA chains (one per filter row), summed at the end: a single
+    9-long chain is bound by FMA latency (measured ~1.5x slower)."""
+    r0 = fma_t(b, x0, i0, c0, w00)
+    r1 = mul_t(x1, i0, c0, w10)
+    r2 = mul_t(x2, i0, c0, w20)
+    r0 = fma_t(r0, x0, i1, c0, w01)
+    r1 = fma_t(r1, x1, i1, c0, w11)
+    r2 = fma_t(r2, x2, i1, c0, w21)
+    r0 = fma_t(r0, x0, i2, c0, w02)
+    r1 = fma_t(r1, x1, i2, c0, w12)
+    r2 = fma_t(r2, x2, i2, c0, w22)
+    return add(add(r0, r1), r2)
+
+
+@njit(**INLINE)
+def _rows(x, n, oh, s, top):
+    """The 3 input rows of output row oh (clamped into the image) and, per filter row,
+    1.0 if it lies inside the image else 0.0. Inlined: as views of one array the rows
+    share strides, so LLVM computes each column's offset once for all three."""
+    H = x.shape[1]
+    ih = oh * s - top
+    one = x.dtype.type(1.0)
+    zero = x.dtype.type(0.0)
+    return (x[n, min(max(ih, 0), H - 1)], x[n, min(max(ih + 1, 0), H - 1)],
+            x[n, min(max(ih + 2, 0), H - 1)],
+            one if 0 <= ih < H else zero, one if 0 <= ih + 1 < H else zero,
+            one if 0 <= ih + 2 < H else zero)
+
+
+@njit(**JIT)
+def _strips(x, w9, bias, y, n, oh, s, top, left, ow_a, ow_b, g0, g1, g2, clamp, relu, q0, q1):
+    """Columns ow_a..ow_b-1 of output row y[n, oh] for channel strips q0..q1-1; filter
+    column dx is weighted by g_dx (1, or 0 where it falls in the padding), filter row dy
+    by its row factor. With ``clamp`` (border columns) tap columns are clamped into the
+    image; without, the caller guarantees the windows are inside."""
+    W = x.shape[2]
+    zero = x.dtype.type(0.0)
+    six = x.dtype.type(6.0)
+    x0, x1, x2, f0, f1, f2 = _rows(x, n, oh, s, top)
+    yr = y[n, oh]
+    for q in range(max(q0, 0), q1):
+        c0 = q * LANES
+        b = load1(bias, c0)
+        # Taps in the padding get weight 0: they read a clamped pixel and add x * 0.
+        w00 = scale(load(w9, 0, c0), f0 * g0)
+        w01 = scale(load(w9, 1, c0), f0 * g1)
+        w02 = scale(load(w9, 2, c0), f0 * g2)
+        w10 = scale(load(w9, 3, c0), f1 * g0)
+        w11 = scale(load(w9, 4, c0), f1 * g1)
+        w12 = scale(load(w9, 5, c0), f1 * g2)
+        w20 = scale(load(w9, 6, c0), f2 * g0)
+        w21 = scale(load(w9, 7, c0), f2 * g1)
+        w22 = scale(load(w9, 8, c0), f2 * g2)
+        for ow in range(max(ow_a, 0), ow_b):
+            i = ow * s - left
+            if clamp:  # border column
+                i0 = min(max(i, 0), W - 1)
+                i1 = min(max(i + 1, 0), W - 1)
+                i2 = min(max(i + 2, 0), W - 1)
+            else:  # interior: no clamps; max() only tells LLVM "no wraparound code"
+                i0 = max(i, 0)
+                i1 = i0 + 1
+                i2 = i0 + 2
+            acc = _taps(b, x0, x1, x2, i0, i1, i2, c0,
+                        w00, w01, w02, w10, w11, w12, w20, w21, w22)
+            if relu:
+                acc = relu6(acc, zero, six)
+            store(yr, ow, c0, acc)
+
+
+@njit(**JIT)
+def _tail(x, w9, bias, y, n, oh, s, top, left, relu, c_tail, c_end):
+    """Channels c_tail..c_end-1 (< 16, past the last full strip) of row y[n, oh], scalar
+    (a loop over channels would not vectorise: too many arrays for LLVM's alias checks).
+    Same arithmetic, in the same order, as the strips."""
+    W = x.shape[2]
+    Wo = y.shape[2]
+    one = x.dtype.type(1.0)
+    zero = x.dtype.type(0.0)
+    six = x.dtype.type(6.0)
+    x0, x1, x2, f0, f1, f2 = _rows(x, n, oh, s, top)
+    yr = y[n, oh]
+    for ow in range(Wo):
+        i = ow * s - left
+        i0 = min(max(i, 0), W - 1)
+        i1 = min(max(i + 1, 0), W - 1)
+        i2 = min(max(i + 2, 0), W - 1)
+        g0 = one if 0 <= i < W else zero
+        g1 = one if 0 <= i + 1 < W else zero
+        g2 = one if 0 <= i + 2 < W else zero
+        for c in range(max(c_tail, 0), c_end):
+            r0 = bias[c] + x0[i0, c] * (w9[0, c] * (f0 * g0))
+            r1 = x1[i0, c] * (w9[3, c] * (f1 * g0))
+            r2 = x2[i0, c] * (w9[6, c] * (f2 * g0))
+            r0 = r0 + x0[i1, c] * (w9[1, c] * (f0 * g1))
+            r1 = r1 + x1[i1, c] * (w9[4, c] * (f1 * g1))
+            r2 = r2 + x2[i1, c] * (w9[7, c] * (f2 * g1))
+            r0 = r0 + x0[i2, c] * (w9[2, c] * (f0 * g2))
+            r1 = r1 + x1[i2, c] * (w9[5, c] * (f1 * g2))
+            r2 = r2 + x2[i2, c] * (w9[8, c] * (f2 * g2))
+            acc = (r0 + r1) + r2
+            if relu:
+                acc = min(max(acc, zero), six)
+            yr[ow, c] = acc

@@ -1,0 +1,411 @@
+"""mnv2ref.kernels against their NumPy twins (mnv2ref.kernels.reference).
+
+Tolerance policy. Each output is a sum of n products plus the bias (and a residual). With
+S = |bias| + sum |products| (+ |residual|) computed elementwise from absolute values, the
+float32 kernel (inputs exactly representable, float64 twin on the same values) obeys the
+classic bound |y32 - y64| <= gamma_n * S with gamma_n ~ n * eps32, n = number of roundings
+(terms + 2). We assert exactly that. Float64 kernel vs float64 twin: both sides round, so
+2 * (n + 2) * eps64 * S (~1e-14 relative for these sizes). ReLU6 and the residual add are
+checked bit-exactly on inputs whose sums are exact in binary (multiples of 1/8).
+
+Runs in < 2 minutes with NUMBA_DISABLE_JIT=1 (plain Python kernels): fewer examples then.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mnv2ref import kernels as K
+from mnv2ref.kernels import reference as R
+
+NOJIT = os.environ.get("NUMBA_DISABLE_JIT") == "1"
+EXAMPLES = 30 if NOJIT else 40
+SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.too_slow])
+DTYPES = [np.float32, np.float64]
+PADS = [((1, 1), (1, 1)), ((0, 1), (0, 1)), ((1, 0), (1, 0)), ((0, 0), (0, 0)), ((2, 1), (0, 2))]
+CHANNELS = [1, 3, 5, 8, 16, 17, 24, 33, 40]
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+def _rand(rng, shape, dt, scale=1.0):
+    return (rng.standard_normal(shape) * scale).astype(dt)
+
+
+def _assert_close(y, ref, S, nterms, dt):
+    """|y - ref| <= bound * S elementwise (see module docstring)."""
+    assert y.dtype == dt and y.shape == ref.shape, (y.dtype, y.shape, ref.shape)
+    eps = np.finfo(dt).eps
+    bound = (nterms + 2) * eps * (2 if dt == np.float64 else 1)
+    err = np.abs(y.astype(np.float64) - ref)
+    tol = bound * S + np.finfo(dt).tiny
+    worst = np.max(err / tol) if err.size else 0.0
+    assert worst <= 1.0, f"error {err.max():.3g} exceeds bound (ratio {worst:.3g})"
+
+
+def _f64(*arrays):
+    return [a.astype(np.float64) for a in arrays]
+
+
+def _noncontig(a):
+    """Same values as ``a`` in a strided view (non-C-contiguous unless it has 1 element)."""
+    big = np.empty(a.shape[:-1] + (2 * a.shape[-1],), a.dtype)
+    big[..., ::2] = a
+    v = big[..., ::2]
+    assert a.size <= 1 or not v.flags.c_contiguous
+    return v
+
+
+def _spatial(draw, max_hw):
+    return draw(st.integers(1, max_hw)), draw(st.integers(1, max_hw))
+
+
+def _valid_pads(H, W, pads):
+    (t, b), (l, r) = pads
+    return H + t + b >= 3 and W + l + r >= 3
+
+
+# --- pointwise --------------------------------------------------------------------------------
+
+@st.composite
+def pointwise_case(draw):
+    n = draw(st.integers(1, 3))
+    H, W = _spatial(draw, 9 if not NOJIT else 5)
+    cin = draw(st.sampled_from(CHANNELS))
+    cout = draw(st.sampled_from(CHANNELS))
+    return n, H, W, cin, cout, draw(st.sampled_from(DTYPES)), draw(st.integers(0, 2**31))
+
+
+@SETTINGS
+@given(case=pointwise_case(), relu6=st.booleans(), residual=st.booleans(),
+       noncontig=st.booleans())
+def test_pointwise_matches_twin(case, relu6, residual, noncontig):
+    n, H, W, cin, cout, dt, seed = case
+    rng = np.random.default_rng(seed)
+    x, w, b = _rand(rng, (n, H, W, cin), dt), _rand(rng, (cin, cout), dt), _rand(rng, cout, dt)
+    res = _rand(rng, (n, H, W, cout), dt) if residual else None
+    y = K.pointwise(_noncontig(x) if noncontig else x, K.pack_pointwise(w), b, relu6, res)
+    x64, w64, b64 = _f64(x, w, b)
+    ref = R.pointwise(x64, w64, b64, relu6, None if res is None else res.astype(np.float64))
+    S = np.abs(x64) @ np.abs(w64) + np.abs(b64) + (0 if res is None else np.abs(res))
+    _assert_close(y, ref, S, cin + 1, dt)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("pixels", [1, 4, 5, 6, 11])
+def test_pointwise_pixel_tails_and_out(dt, pixels):
+    rng = np.random.default_rng(pixels)
+    x, w, b = _rand(rng, (pixels, 7), dt), _rand(rng, (7, 33), dt), _rand(rng, 33, dt)
+    out = np.full((pixels, 33), np.nan, dt)
+    y = K.pointwise(x, K.pack_pointwise(w), b, False, out=out)
+    assert y is out
+    x64, w64, b64 = _f64(x, w, b)
+    _assert_close(y, R.pointwise(x64, w64, b64, False), np.abs(x64) @ np.abs(w64) + np.abs(b64), 8, dt)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_pointwise_inplace_residual(dt):
+    rng = np.random.default_rng(0)
+    x, w, b = _rand(rng, (2, 3, 4, 9), dt), _rand(rng, (9, 20), dt), _rand(rng, 20, dt)
+    res = _rand(rng, (2, 3, 4, 20), dt)
+    expect = K.pointwise(x, K.pack_pointwise(w), b, False, res.copy())
+    got = K.pointwise(x, K.pack_pointwise(w), b, False, res, out=res)
+    assert got is res
+    np.testing.assert_array_equal(got, expect)
+
+
+def test_pack_pointwise_roundtrip_and_keras_shape():
+    w = np.arange(5 * 21, dtype=np.float32).reshape(5, 21)
+    p = K.pack_pointwise(w)
+    assert p.panels.shape == (2, 5, 16) and (p.cin, p.cout) == (5, 21)
+    np.testing.assert_array_equal(p.unpack(), w)
+    np.testing.assert_array_equal(K.pack_pointwise(w[None, None]).unpack(), w)
+    assert "cout=21" in repr(p)
+
+
+# --- depthwise and conv3x3 --------------------------------------------------------------------
+
+@st.composite
+def window_case(draw, channels):
+    n = draw(st.integers(1, 3 if not NOJIT else 2))
+    H, W = _spatial(draw, 9 if not NOJIT else 6)
+    pads = draw(st.sampled_from(PADS))
+    if not _valid_pads(H, W, pads):
+        pads = ((1, 1), (1, 1))
+    return (n, H, W, draw(st.sampled_from(channels)), draw(st.sampled_from([1, 2])), pads,
+            draw(st.sampled_from(DTYPES)), draw(st.integers(0, 2**31)))
+
+
+@SETTINGS
+@given(case=window_case(CHANNELS), relu6=st.booleans(), noncontig=st.booleans())
+def test_depthwise_matches_twin(case, relu6, noncontig):
+    n, H, W, C, s, pads, dt, seed = case
+    rng = np.random.default_rng(seed)
+    x, w, b = _rand(rng, (n, H, W, C), dt), _rand(rng, (3, 3, C), dt), _rand(rng, C, dt)
+    y = K.depthwise3x3(_noncontig(x) if noncontig else x, w, b, s, pads, relu6)
+    x64, w64, b64 = _f64(x, w, b)
+    ref = R.depthwise3x3(x64, w64, b64, s, pads, relu6)
+    S = R.depthwise3x3(np.abs(x64), np.abs(w64), np.abs(b64), s, pads, False)
+    _assert_close(y, ref, S, 9 + 2, dt)
+
+
+@SETTINGS
+@given(case=window_case([1, 2, 3, 5]), cout=st.sampled_from([1, 5, 16, 17, 32, 40]),
+       relu6=st.booleans(), noncontig=st.booleans())
+def test_conv3x3_matches_twin(case, cout, relu6, noncontig):
+    n, H, W, cin, s, pads, dt, seed = case
+    rng = np.random.default_rng(seed)
+    x, w, b = _rand(rng, (n, H, W, cin), dt), _rand(rng, (3, 3, cin, cout), dt), _rand(rng, cout, dt)
+    y = K.conv3x3(_noncontig(x) if noncontig else x, w, b, s, pads, relu6)
+    x64, w64, b64 = _f64(x, w, b)
+    ref = R.conv3x3(x64, w64, b64, s, pads, relu6)
+    S = R.conv3x3(np.abs(x64), np.abs(w64), np.abs(b64), s, pads, False)
+    _assert_close(y, ref, S, 9 * cin + 1, dt)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("H,W,s,pads", [
+    (1, 1, 1, ((1, 1), (1, 1))), (2, 2, 2, ((0, 1), (0, 1))), (2, 2, 1, ((1, 1), (1, 1))),
+    (7, 7, 2, ((1, 1), (1, 1))), (8, 8, 2, ((0, 1), (0, 1))), (7, 6, 2, ((0, 1), (0, 1))),
+    (3, 3, 1, ((0, 0), (0, 0))), (12, 5, 1, ((1, 1), (1, 1))),
+])
+def test_windows_named_geometries(dt, H, W, s, pads):
+    """The geometries MobileNetV2 needs (even/odd, stride 2 with (0,1) pads, 1x1, 2x2)."""
+    rng = np.random.default_rng(H * 100 + W)
+    for C in (3, 17, 32):
+        x, w, b = _rand(rng, (2, H, W, C), dt), _rand(rng, (3, 3, C), dt), _rand(rng, C, dt)
+        x64, w64, b64 = _f64(x, w, b)
+        S = R.depthwise3x3(np.abs(x64), np.abs(w64), np.abs(b64), s, pads, False)
+        _assert_close(K.depthwise3x3(x, w, b, s, pads), R.depthwise3x3(x64, w64, b64, s, pads), S, 11, dt)
+    x, w, b = _rand(rng, (1, H, W, 3), dt), _rand(rng, (3, 3, 3, 24), dt), _rand(rng, 24, dt)
+    x64, w64, b64 = _f64(x, w, b)
+    S = R.conv3x3(np.abs(x64), np.abs(w64), np.abs(b64), s, pads, False)
+    _assert_close(K.conv3x3(x, w, b, s, pads), R.conv3x3(x64, w64, b64, s, pads), S, 28, dt)
+
+
+def test_output_size_formula():
+    x = np.zeros((1, 224, 224, 3), np.float32)
+    y = K.conv3x3(x, np.zeros((3, 3, 3, 8), np.float32), np.zeros(8, np.float32), 2, ((0, 1), (0, 1)))
+    assert y.shape == (1, 112, 112, 8)
+    x = np.zeros((1, 7, 9, 4), np.float32)
+    y = K.depthwise3x3(x, np.zeros((3, 3, 4), np.float32), np.zeros(4, np.float32), 2, ((1, 1), (0, 1)))
+    assert y.shape == (1, 4, 4, 4)  # (7+2-3)//2+1, (9+1-3)//2+1
+
+
+# --- ReLU6 boundaries and exact arithmetic ----------------------------------------------------
+
+def _grid(rng, shape, lo, hi, dt, step=0.25):
+    """Multiples of ``step`` (a power of 2) in [lo, hi]: products and short sums are exact
+    in binary, and sums land exactly on 0 and 6 (and on 6 +- step) often."""
+    return (rng.integers(round(lo / step), round(hi / step) + 1, shape) * step).astype(dt)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_relu6_exact_boundaries(dt):
+    # 1x1 with identity weight and zero bias: pre-activation == x exactly.
+    eps = np.finfo(dt).eps
+    v = np.array([-1, -eps, -0.0, 0.0, eps, 1, 6 - 4 * eps, 6, 6 + 8 * eps, 7, np.inf, -np.inf], dt)
+    x = v.reshape(1, 1, -1, 1)
+    with np.errstate(invalid="ignore"):  # NUMBA_DISABLE_JIT: inf * 0 in unused pad lanes
+        y = K.pointwise(x, K.pack_pointwise(np.ones((1, 1), dt)), np.zeros(1, dt), True)
+    np.testing.assert_array_equal(y.ravel(), np.clip(v, 0, 6))
+    assert y.dtype == dt
+    # Exact sums hitting 0 and 6 in every kernel: results must equal the twin bit for bit.
+    rng = np.random.default_rng(1)
+    x = _grid(rng, (2, 6, 7, 5), -2, 3, dt, step=1)
+    pw = _grid(rng, (5, 19), -1, 1, dt)
+    b = _grid(rng, 19, -1, 1, dt)
+    res = _grid(rng, (2, 6, 7, 19), -1, 1, dt)
+    for relu6 in (True, False):
+        y = K.pointwise(x, K.pack_pointwise(pw), b, relu6, res)
+        np.testing.assert_array_equal(y, R.pointwise(x, pw, b, relu6, res))
+    pre = R.pointwise(x, pw, b, False)
+    for v in (0, 6, -0.25, 0.25, 5.75, 6.25):
+        assert (pre == v).any(), v
+    # Depthwise / conv: choose the bias so pixel (0, 0, 0) lands exactly on 6 (even
+    # channels) or 0 (odd channels); the other pixels scatter around on the same grid.
+    dw = _grid(rng, (3, 3, 5), -1, 1, dt)
+    cw = _grid(rng, (3, 3, 5, 18), -1, 1, dt, step=0.125)
+    for s, pads in ((1, ((1, 1), (1, 1))), (2, ((0, 1), (0, 1)))):
+        for kernel, twin, w in ((K.depthwise3x3, R.depthwise3x3, dw), (K.conv3x3, R.conv3x3, cw)):
+            cout = w.shape[-1]
+            pre0 = twin(x, w, np.zeros(cout, dt), s, pads, False)[0, 0, 0]
+            bias = np.where(np.arange(cout) % 2 == 0, 6 - pre0, -pre0).astype(dt)
+            pre = twin(x, w, bias, s, pads, False)
+            assert (pre[0, 0, 0, ::2] == 6).all() and (pre[0, 0, 0, 1::2] == 0).all()
+            for relu6 in (True, False):
+                np.testing.assert_array_equal(kernel(x, w, bias, s, pads, relu6),
+                                              twin(x, w, bias, s, pads, relu6))
+
+
+def test_float32_stays_float32():
+    rng = np.random.default_rng(2)
+    x = _rand(rng, (1, 4, 4, 16), np.float32)
+    assert K.pointwise(x, K.pack_pointwise(_rand(rng, (16, 16), np.float32)),
+                       np.zeros(16, np.float32), True).dtype == np.float32
+    assert K.depthwise3x3(x, _rand(rng, (3, 3, 16), np.float32), np.zeros(16, np.float32), 1,
+                          ((1, 1), (1, 1))).dtype == np.float32
+    assert K.global_avg_pool(x).dtype == np.float32
+    assert K.dense(x[:, 0, 0], np.ones((16, 3), np.float32), np.zeros(3, np.float32)).dtype == np.float32
+
+
+# --- head -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1, 1, 3), (2, 7, 7, 33), (3, 2, 5, 1)])
+def test_pools(dt, shape):
+    rng = np.random.default_rng(3)
+    x = _rand(rng, shape, dt)
+    x64 = x.astype(np.float64)
+    _assert_close(K.global_avg_pool(x), R.global_avg_pool(x64),
+                  R.global_avg_pool(np.abs(x64)), shape[1] * shape[2] + 1, dt)
+    np.testing.assert_array_equal(K.global_max_pool(_noncontig(x)), R.global_max_pool(x))
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("n,cin,cout", [(1, 33, 10), (2, 7, 16), (3, 20, 64), (1, 50, 100),
+                                        (2, 5, 131), (1, 1, 1)])
+def test_dense(dt, n, cin, cout):
+    rng = np.random.default_rng(cout)
+    x, w, b = _rand(rng, (n, cin), dt), _rand(rng, (cin, cout), dt), _rand(rng, cout, dt)
+    x64, w64, b64 = _f64(x, w, b)
+    _assert_close(K.dense(_noncontig(x), w, b), R.dense(x64, w64, b64),
+                  np.abs(x64) @ np.abs(w64) + np.abs(b64), cin + 1, dt)
+
+
+# --- threads ----------------------------------------------------------------------------------
+
+@pytest.mark.skipif(NOJIT, reason="threads only exist with the JIT")
+def test_results_independent_of_thread_count():
+    import numba
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs NUMBA_NUM_THREADS >= 2")
+    rng = np.random.default_rng(4)
+    x = _rand(rng, (1, 7, 7, 40), np.float32)
+    big = _rand(rng, (2, 15, 13, 24), np.float32)
+    cases = [
+        lambda: K.pointwise(x, K.pack_pointwise(_rand(np.random.default_rng(5), (40, 72), np.float32)),
+                            np.ones(72, np.float32), True),
+        lambda: K.pointwise(big, K.pack_pointwise(_rand(np.random.default_rng(6), (24, 24), np.float32)),
+                            np.ones(24, np.float32), False, big),
+        lambda: K.depthwise3x3(big, _rand(np.random.default_rng(7), (3, 3, 24), np.float32),
+                               np.ones(24, np.float32), 2, ((0, 1), (0, 1))),
+        lambda: K.depthwise3x3(x, _rand(np.random.default_rng(7), (3, 3, 40), np.float32),
+                               np.ones(40, np.float32), 1, ((1, 1), (1, 1))),
+        lambda: K.conv3x3(big[..., :3], _rand(np.random.default_rng(8), (3, 3, 3, 32), np.float32),
+                          np.ones(32, np.float32), 2, ((0, 1), (0, 1))),
+        lambda: K.dense(x[:, 0, :2].reshape(2, 40), _rand(np.random.default_rng(9), (40, 300), np.float32),
+                        np.ones(300, np.float32)),
+    ]
+    before = K.get_num_threads()
+    try:
+        K.set_num_threads(1)
+        one = [f() for f in cases]
+        K.set_num_threads(2)
+        assert K.get_num_threads() == 2
+        two = [f() for f in cases]
+    finally:
+        K.set_num_threads(before)
+    for a, b in zip(one, two):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_set_num_threads_rejects_bad_values():
+    for bad in (0, -1, 1.5, True, 10**6):
+        with pytest.raises(ValueError, match="n:"):
+            K.set_num_threads(bad)
+
+
+# --- wrapper errors ---------------------------------------------------------------------------
+
+F32, F64 = np.float32, np.float64
+
+
+def _z(shape, dt=F32):
+    return np.zeros(shape, dt)
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: K.pointwise(_z((1, 2, 2, 3)), K.pack_pointwise(_z((3, 4))), _z(4, F64), True), "bias"),
+    (lambda: K.pointwise(_z((1, 2, 2, 3), F64), K.pack_pointwise(_z((3, 4))), _z(4, F64), True), "packed"),
+    (lambda: K.pointwise(_z((1, 2, 2, 5)), K.pack_pointwise(_z((3, 4))), _z(4), True), r"x: .*Cin=3"),
+    (lambda: K.pointwise(_z((1, 2, 2, 3)), K.pack_pointwise(_z((3, 4))), _z(5), True), r"bias: .*\(4,\)"),
+    (lambda: K.pointwise(_z((1, 2, 2, 3)), _z((3, 4)), _z(4), True), "packed"),
+    (lambda: K.pointwise(_z((1, 2, 2, 3)), K.pack_pointwise(_z((3, 4))), _z(4), True, _z((1, 2, 2, 5))), "residual"),
+    (lambda: K.pointwise(_z((1, 2, 2, 3)).astype(np.int32), K.pack_pointwise(_z((3, 4))), _z(4), True), "x: dtype"),
+    (lambda: K.pointwise(_z((1, 2, 2, 3)), K.pack_pointwise(_z((3, 4))), _z(4), True, None, _z((1, 2, 2, 3))), "out"),
+    (lambda: K.pack_pointwise(_z((2, 3, 4))), "w"),
+    (lambda: K.pack_pointwise([[1.0]]), "w"),
+    (lambda: K.depthwise3x3(_z((1, 4, 4, 3)), _z((3, 3, 4)), _z(3), 1, ((1, 1), (1, 1))), r"w: .*\(3, 3, 3\)"),
+    (lambda: K.depthwise3x3(_z((1, 4, 4, 3)), _z((3, 3, 3), F64), _z(3), 1, ((1, 1), (1, 1))), "w: dtype"),
+    (lambda: K.depthwise3x3(_z((1, 4, 4, 3)), _z((3, 3, 3)), _z(3), 3, ((1, 1), (1, 1))), "stride"),
+    (lambda: K.depthwise3x3(_z((1, 4, 4, 3)), _z((3, 3, 3)), _z(3), 1, ((1, -1), (1, 1))), "pads"),
+    (lambda: K.depthwise3x3(_z((1, 4, 4, 3)), _z((3, 3, 3)), _z(3), 1, (1, 1)), "pads"),
+    (lambda: K.depthwise3x3(_z((1, 1, 4, 3)), _z((3, 3, 3)), _z(3), 1, ((0, 0), (1, 1))), "x \\(height\\)"),
+    (lambda: K.depthwise3x3(_z((4, 4, 3)), _z((3, 3, 3)), _z(3), 1, ((1, 1), (1, 1))), "x: expected a 4-D"),
+    (lambda: K.conv3x3(_z((1, 4, 4, 3)), _z((3, 3, 2, 8)), _z(8), 2, ((0, 1), (0, 1))), r"w: .*Cin=3"),
+    (lambda: K.conv3x3(_z((1, 4, 4, 3)), _z((3, 3, 3, 8)), _z(7), 2, ((0, 1), (0, 1))), "bias"),
+    (lambda: K.dense(_z((2, 3)), _z((4, 5)), _z(5)), "w: .*Cin=3"),
+    (lambda: K.dense(_z((2, 3)), _z((3, 5)), _z(5, F64)), "bias: dtype"),
+    (lambda: K.global_avg_pool(_z((2, 3))), "x: expected a 4-D"),
+    (lambda: K.global_max_pool(_z((2, 0, 3, 1))), "x: spatial"),
+])
+def test_wrapper_errors_name_the_argument(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+# --- compilation hygiene (subprocesses, JIT only) ---------------------------------------------
+
+def _run(code, **env):
+    full_env = dict(os.environ, **env)
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                         text=True, env=full_env, timeout=600)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_import_compiles_nothing_and_keeps_numba_config():
+    _run("""
+        import numba
+        slp = numba.config.SLP_VECTORIZE
+        import mnv2ref.kernels as K
+        from mnv2ref.kernels import _pointwise, _depthwise, _conv
+        assert numba.config.SLP_VECTORIZE == slp
+        for mod in (_pointwise, _depthwise, _conv):
+            for name in dir(mod):
+                f = getattr(mod, name)
+                if hasattr(f, "signatures"):
+                    assert not f.signatures, name
+    """)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(NOJIT, reason="inspects generated machine code")
+def test_cold_compile_uses_packed_fma(tmp_path):
+    """Fresh process, empty cache: the pointwise hot loop must be packed FMAs (SLP on)
+    even though Numba's default leaves SLP off, and the global setting is restored."""
+    out = _run("""
+        import re, numba, numpy as np
+        import mnv2ref.kernels as K
+        from mnv2ref.kernels import _pointwise as P
+        before = numba.config.SLP_VECTORIZE
+        K.pointwise(np.ones((7, 9), np.float32), K.pack_pointwise(np.ones((9, 16), np.float32)),
+                    np.zeros(16, np.float32), True)
+        assert numba.config.SLP_VECTORIZE == before
+        asm = P._block5.inspect_asm(P._block5.signatures[0])
+        packed = len(re.findall(r"vfmadd\\w*ps\\s+%[yz]mm", asm))
+        scalar = len(re.findall(r"vfmadd\\w*ss", asm))
+        print(packed, scalar)
+    """, NUMBA_CACHE_DIR=str(tmp_path), NUMBA_SLP_VECTORIZE="0")
+    packed, scalar = map(int, out.split())
+    assert packed >= 10 and scalar == 0, (packed, scalar)
