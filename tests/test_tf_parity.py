@@ -339,7 +339,7 @@ def test_float64_matches_tf_float64(tmp_path, case):
     assert_layers_close(ours64, ref32, "float64")
     # and our float32 pass within its tolerance of our float64 pass
     ours32 = _ours(path, input_shape=shape, alpha=alpha, **kw).trace(x)
-    assert_layers_close(ours32, ours64, "self")
+    assert_layers_close(ours32, ours64, "float32")  # at most what we allow against TF float32
 
 
 # ----------------------------------------------------------------------------
