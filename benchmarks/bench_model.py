@@ -26,7 +26,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+# OpenBLAS's idle threads spin for up to ~0.1 s after each call and, on 2 cores, stall the Numba
+# kernels that run next (measured: 10-50x slower pointwise calls); the NumPy backend uses BLAS.
+# Must be set before NumPy loads OpenBLAS. (See kernels/_config.py, "Thread-pool contention".)
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
+import numpy as np  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -147,6 +152,8 @@ def time_interleaved(runtimes, x, rounds, calls, min_seconds=0.3):
         f(x)
     for _ in range(rounds):
         for name, f in runtimes.items():
+            time.sleep(0.05)  # let the previous runtime's idle threads stop spinning
+            f(x)  # one untimed call: the pools of this runtime are awake
             n, t_start = 0, time.perf_counter()
             while n < calls or time.perf_counter() - t_start < min_seconds / rounds:
                 t0 = time.perf_counter()

@@ -50,8 +50,11 @@ def tfm():
         if os.environ.get("MNV2REF_REQUIRE_TF") == "1":
             pytest.fail(f"MNV2REF_REQUIRE_TF=1 but TensorFlow/tf_keras/keras cannot be imported: {e}")
         pytest.skip(f"needs tensorflow, tf_keras and keras (pip install -e .[tf]): {e}")
-    tf.config.threading.set_intra_op_parallelism_threads(1)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    try:  # only possible before TF's runtime starts (another TF test module may have started it)
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        pass
     spec = importlib.util.spec_from_file_location("generate_formats", os.path.join(ROOT, "fixtures",
                                                                                    "generate_formats.py"))
     gen = importlib.util.module_from_spec(spec)
