@@ -84,9 +84,8 @@ def mnv2ref_runtimes(alpha, rows, weights, threads):
     kernels.set_num_threads(threads)
     out = {}
     for backend in ("numba", "numpy"):
-        m = mnv2ref.MobileNetV2(input_shape=(rows, rows, 3), alpha=alpha, weights=weights, backend=backend,
-                                classifier_activation=None)
-        out[f"mnv2ref {backend}"] = m.__call__
+        m = mnv2ref.MobileNetV2(input_shape=(rows, rows, 3), alpha=alpha, weights=weights, backend=backend)
+        out[f"mnv2ref {backend}"] = m.__call__  # softmax output, like the Keras model the peers run
     return out
 
 
@@ -96,8 +95,6 @@ def peer_runtimes(keras_model, rows, threads, batches, notes):
     try:
         import tensorflow as tf
 
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
         f = tf.function(lambda x: keras_model(x, training=False))
         out["tensorflow tf.function"] = lambda x: f(tf.constant(x)).numpy()
     except Exception as e:  # noqa: BLE001 -- any failure to set up a peer is reported, not fatal
@@ -242,6 +239,14 @@ def main(argv=None):
     notes, results = [], {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": cpu_name(),
                           "cores": os.cpu_count(), "threads": args.threads, "python": sys.version.split()[0],
                           "configs": {}}
+    if not args.no_peers:
+        try:  # TF's thread pools can only be sized before its runtime starts (first model built)
+            import tensorflow as tf
+
+            tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+            tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+        except ImportError:
+            pass
     with tempfile.TemporaryDirectory() as tmp:
         for cfg in args.configs.split(","):
             a, r = cfg.split("_")
