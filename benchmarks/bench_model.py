@@ -184,12 +184,12 @@ def layer_profile(alpha, rows, weights, batch, repeats=20):
             return g
 
     ops = Timed()
-    per_call = None
+    per_call = []
     for _ in range(repeats):
         times.clear()
         forward.forward(x, m._params, alpha, ops=ops, activation=None)
         cur = [t for _, t in times]
-        per_call = [cur] if per_call is None else per_call + [cur]
+        per_call.append(cur)
     med = np.median(np.array(per_call), axis=0)
     kinds = [k for k, _ in times]
     convs = [l for l in arch.layers(alpha, (rows, rows)) if l.macs]
@@ -258,8 +258,6 @@ def main(argv=None):
                 except ImportError as e:
                     notes.append(f"peers: skipped, TensorFlow/tf_keras not installed ({e})")
                     args.no_peers = True
-            if weights is None:  # no Keras: mnv2ref's own random weights, written by nothing
-                weights = None
             runtimes = mnv2ref_runtimes(alpha, rows, weights, args.threads)
             if keras_model is not None:
                 runtimes.update(peer_runtimes(keras_model, rows, args.threads, batches, notes))

@@ -100,7 +100,7 @@ def read_legacy_h5(path) -> list[H5Layer]:
     """
     with _open(path) as f:
         try:
-            return _read(f, os.fspath(path), os.path.getsize(path))
+            return read_legacy(f, os.fspath(path), os.path.getsize(path))
         except (KeyError, OSError, RuntimeError) as e:  # h5py errors on damaged internals
             raise OSError(f"{path!r}: damaged HDF5 file ({type(e).__name__}: {e})") from None
 
@@ -160,10 +160,6 @@ def check_spans(spans: list, path: str):
 
 def read_legacy(f, path: str, file_size: int | None = None) -> list[H5Layer]:
     """``read_legacy_h5`` on an already open ``h5py.File`` (or file-like object) ``f``."""
-    return _read(f, path, file_size)
-
-
-def _read(f, path: str, file_size: int | None = None) -> list[H5Layer]:
     root = f
     names = read_list_attr(root, "layer_names")
     if names is None and "model_weights" in f:  # a full-model file: descend like Keras does

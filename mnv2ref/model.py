@@ -251,11 +251,11 @@ class Model:
             raise ValueError(f"{self.name}: model was built for input_shape {self.input_shape[1:]}, got {x.shape}")
         y = np.ascontiguousarray(x, dtype=self.dtype)
         if y.size:
-            if np.issubdtype(x.dtype, np.floating) and not np.isfinite(y).all():
-                bad = np.size(y) - int(np.isfinite(y).sum())
-                raise ValueError(f"{self.name}: the input holds {bad} NaN/inf value(s) (first at index "
-                                 f"{tuple(int(i) for i in np.argwhere(~np.isfinite(y))[0])}); mnv2ref refuses "
-                                 "non-finite inputs")
+            finite = np.isfinite(y) if np.issubdtype(x.dtype, np.floating) else None
+            if finite is not None and not finite.all():
+                bad = np.argwhere(~finite)
+                raise ValueError(f"{self.name}: the input holds {len(bad)} NaN/inf value(s) (first at index "
+                                 f"{tuple(int(i) for i in bad[0])}); mnv2ref refuses non-finite inputs")
             lo, hi = y.min(), y.max()
             if lo >= 0 and hi > 1.5:
                 warnings.warn(f"{self.name}: input values range from {lo:g} to {hi:g}: this looks like 0..255 "

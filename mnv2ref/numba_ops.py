@@ -10,8 +10,8 @@ kernels are tested against.
 from __future__ import annotations
 
 from . import numpy_ops
-from .kernels import (conv3x3 as _conv3x3, dense as _dense, depthwise3x3 as _depthwise3x3,
-                      global_avg_pool, global_max_pool, pack_pointwise, pointwise as _pointwise)
+from .kernels import (conv3x3 as _conv3x3, dense, depthwise3x3 as _depthwise3x3, global_avg_pool,
+                      global_max_pool, pack_pointwise, pointwise as _pointwise)
 
 relu6 = numpy_ops.relu6  # only used unfused, by Model.trace
 zero_pad = numpy_ops.zero_pad  # ditto: fused kernels take the padding as an argument
@@ -33,10 +33,6 @@ def pointwise(x, w, b, relu6=False, residual=None):
     return _pointwise(x, w, b, relu6, residual)
 
 
-def dense(x, w, b):
-    return _dense(x, w, b)
-
-
 def pack(params: dict) -> dict:
     """Forward-pass parameters with every 1x1 weight matrix packed for the pointwise kernel."""
     blocks = []
@@ -46,5 +42,4 @@ def pack(params: dict) -> dict:
             if q.get(key) is not None:
                 q[key] = pack_pointwise(q[key])
         blocks.append(q)
-    out = dict(params, blocks=blocks, head=dict(params["head"], w=pack_pointwise(params["head"]["w"])))
-    return out
+    return dict(params, blocks=blocks, head=dict(params["head"], w=pack_pointwise(params["head"]["w"])))

@@ -161,9 +161,8 @@ def report(manifest: dict, results: list[VariantResult]) -> str:
     hdr = f"{'stage':<9} {'layers':>6}  {'ours f32 vs TF':>14}  {'TF f32 error':>12}  {'ours f32 error':>14}"
     for r in results:
         lines += [f"== {r.label}", hdr]
-        rows = [(s, n, e) for s, n, e in r.stages()]
         tot = tuple(max(l[i] for l in r.layers) for i in range(1, 5))
-        for s, n, (a, b, c, d) in rows + [("all", len(r.layers), tot)]:
+        for s, n, (a, b, c, d) in r.stages() + [("all", len(r.layers), tot)]:
             lines.append(f"{s:<9} {n:>6}  {a:>14.2e}  {c:>12.2e}  {d:>14.2e}")
         for k, val in r.extra.items():
             lines.append(f"  {k}: {val:.2e}" if isinstance(val, float) else f"  {k}: {val}")

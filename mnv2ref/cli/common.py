@@ -3,15 +3,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 import warnings
 
 import numpy as np
 
-#: official file names: mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_{rows}[_no_top].h5
-OFFICIAL_RE = re.compile(r"_(\d+(?:\.\d+)?)_(\d+)(_no_top)?\.h5$")
-INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
+from ..image import INTERPOLATIONS
 
 
 class CLIError(Exception):
@@ -48,10 +45,8 @@ def add_model_shape_args(p):
 
 def add_backend_arg(p, default: str | None = None, why: str = ""):
     """--backend, when the model has more than one (``model.BACKENDS``); None = the model's default."""
-    try:
-        from ..model import BACKENDS
-    except ImportError:
-        return
+    from ..model import BACKENDS
+
     if default not in BACKENDS:
         default = None
     p.add_argument("--backend", choices=BACKENDS, default=default,
@@ -76,11 +71,9 @@ def requested_hw(args):
 
 def inspect_weights(path: str) -> dict:
     """What a Keras weights file says about itself: alpha, include_top, classes, and when it knows them the
-    input shape and pooling. Uses ``formats.infer`` (every Keras format) when the package has it."""
-    try:
-        from ..formats import infer, read
-    except ImportError:
-        return _inspect_legacy(path)
+    input shape and pooling, via ``formats.infer`` (every Keras format)."""
+    from ..formats import infer, read
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         kf = read(path)
@@ -89,34 +82,6 @@ def inspect_weights(path: str) -> dict:
     return {"alpha": cfg["alpha"], "include_top": cfg["include_top"], "classes": cfg.get("classes"),
             "input_hw": tuple(shape[:2]) if shape and shape[0] is not None else None, "pooling": cfg.get("pooling"),
             "file": kf}
-
-
-def _inspect_legacy(path: str) -> dict:
-    """``inspect_weights`` for legacy Keras .h5 files only: alpha from an official name, or the first
-    published alpha whose shapes fit."""
-    from .. import arch, convert, h5io
-
-    layers = h5io.read_legacy_h5(path)
-    info = {"alpha": None, "input_hw": None, "include_top": bool(layers) and len(layers[-1].weights) == 2,
-            "classes": None, "pooling": None}
-    if info["include_top"]:
-        info["classes"] = int(layers[-1].weights[-1][1].shape[-1])
-    m = OFFICIAL_RE.search(os.path.basename(path))
-    hint = None
-    if m:
-        hint = float(m.group(1))
-        if info["include_top"]:
-            info["input_hw"] = (int(m.group(2)), int(m.group(2)))
-    for alpha in ([hint] if hint else []) + [a for a in arch.IMAGENET_ALPHAS if a != hint]:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                convert.assign(layers, alpha, info["include_top"], info["classes"] or 1000)
-        except ValueError:
-            continue
-        info["alpha"] = alpha
-        break
-    return info
 
 
 def model_config(args, *, top: bool | None = None, input_hw=None) -> dict:
