@@ -10,6 +10,10 @@ arithmetic and accumulation happen in that dtype):
 * ``pack_pointwise(w) -> PackedPointwise``, then
   ``pointwise(x, packed, bias, relu6, residual=None, out=None)``:
   1x1 conv ``x @ w + bias`` -> ReLU6 if ``relu6`` -> ``+ residual``; x (..., Cin).
+* ``expand_depthwise_project(x, expand, expand_bias, depthwise, depthwise_bias, stride,
+  pads, project, project_bias, residual=False, band=None)``: the three steps above fused
+  (1x1 + ReLU6 -> depthwise 3x3 + ReLU6 -> 1x1 [+ x]), computed a band of rows at a time so
+  the wide middle tensors never exist in full (MobileNetV2 paper, section 5.1).
 * ``global_avg_pool(x)``, ``global_max_pool(x)``: (N,H,W,C) -> (N,C).
 * ``dense(x, w, bias)``: (N,Cin) @ (Cin,Cout) + (Cout,) -> (N,Cout) (Numba, not BLAS:
   see ``_head.py`` on OpenBLAS threads competing with Numba's pool).
@@ -32,6 +36,7 @@ same kernel bodies as plain Python (slow, for debugging and coverage).
 from __future__ import annotations
 
 from ._config import get_num_threads, set_num_threads
+from ._block import expand_depthwise_project
 from ._conv import conv3x3
 from ._depthwise import depthwise3x3
 from ._head import dense, global_avg_pool, global_max_pool
@@ -39,8 +44,8 @@ from ._pointwise import PackedPointwise, pack_pointwise, pointwise
 
 __all__ = [
     "conv3x3", "depthwise3x3", "pack_pointwise", "PackedPointwise", "pointwise",
-    "global_avg_pool", "global_max_pool", "dense", "set_num_threads", "get_num_threads",
-    "warmup",
+    "expand_depthwise_project", "global_avg_pool", "global_max_pool", "dense",
+    "set_num_threads", "get_num_threads", "warmup",
 ]
 
 

@@ -131,17 +131,22 @@ def pointwise(x: np.ndarray, packed: PackedPointwise, bias: np.ndarray, relu6: b
     y2 = y.reshape(-1, packed.cout)
     if x2.shape[0] == 0:
         return y
-    b = bias
-    tail = packed.cout % LANES
-    if tail:  # kernels read 16 bias lanes per panel, laid out like the weights
-        b = np.zeros(packed.panels.shape[0] * LANES, dt)
-        b[: packed.cout] = bias
-        if tail <= LANES // 2:
-            b[packed.cout - tail + LANES // 2: packed.cout + LANES // 2] = bias[-tail:]
     kernel, mr = (_pointwise5, 5) if dt == np.float32 else (_pointwise3, 3)
     tb, g = _blocking(x2.shape[0], packed.cin, packed.panels.shape[0], mr, dt.itemsize)
-    call(kernel, x2, packed.panels, b, mode, res2, y2, tb, g)
+    call(kernel, x2, packed.panels, _bias_lanes(bias, packed), mode, res2, y2, tb, g)
     return y
+
+
+def _bias_lanes(bias: np.ndarray, packed: PackedPointwise) -> np.ndarray:
+    """``bias`` (Cout,) laid out like the packed weights: the kernels read 16 lanes per panel."""
+    tail = packed.cout % LANES
+    if not tail:
+        return bias
+    b = np.zeros(packed.panels.shape[0] * LANES, bias.dtype)
+    b[: packed.cout] = bias
+    if tail <= LANES // 2:
+        b[packed.cout - tail + LANES // 2: packed.cout + LANES // 2] = bias[-tail:]
+    return b
 
 
 _EMPTY = {}

@@ -56,6 +56,14 @@ def pointwise(x, w, bias, relu6, residual=None):
     return y
 
 
+def expand_depthwise_project(x, we, be, wd, bd, stride, pads, wp, bp, residual=False, band=None):
+    """The fused block as its three steps on whole tensors (``band`` is ignored):
+    relu6(x @ we + be) [skipped if ``we`` is None] -> depthwise + bd, ReLU6 -> @ wp + bp [+ x]."""
+    e = x if we is None else pointwise(x, we, be, True)
+    d = depthwise3x3(e, wd, bd, stride, pads, True)
+    return pointwise(d, wp, bp, False, x if residual else None)
+
+
 def global_avg_pool(x):
     """Mean over H and W: x (N,H,W,C) -> (N,C)."""
     return x.mean(axis=(1, 2))

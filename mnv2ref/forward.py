@@ -37,26 +37,28 @@ def stem(x, w, b, *, ops=numpy_ops, tap=None):
 
 
 def inverted_residual(x, spec: arch.Block, depthwise_w, depthwise_b, project_w, project_b,
-                      expand_w=None, expand_b=None, *, static=True, ops=numpy_ops, tap=None):
+                      expand_w=None, expand_b=None, *, static=True, banded=False, ops=numpy_ops, tap=None):
     """One bottleneck: expand 1x1 -> ReLU6 -> depthwise 3x3 -> ReLU6 -> linear project 1x1 (+ x).
 
     ``static`` tells whether the model was built with a fixed input size:
     Keras pads a stride-2 depthwise by the real size then, and by (0, 1)
-    otherwise (``arch.correct_pad``).
+    otherwise (``arch.correct_pad``). ``banded`` computes the block a band of rows
+    at a time (paper, section 5.1: same result, the t*cin-wide tensors never exist in full).
     """
     p, kw = spec.prefix, dict(ops=ops, tap=tap)
+    # Keras: ZeroPadding2D(correct_pad) then a 'valid' depthwise at stride 2; the same as padding inside it.
+    dw_pads = arch.correct_pad(*(x.shape[1:3] if static else (None, None))) if spec.stride == 2 \
+        else ((1, 1), (1, 1))                                                    # 'same' at stride 1
+    if banded and tap is None:
+        return ops.expand_depthwise_project(x, expand_w, expand_b, depthwise_w, depthwise_b, spec.stride, dw_pads,
+                                            project_w, project_b, residual=x if spec.residual else None)
     h = x                                                                        # (N, H, W, cin)
     if spec.has_expand:
         h = _conv(ops.pointwise, h, expand_w, expand_b, bn=p + "expand_BN", relu=p + "expand_relu", **kw)
                                                                                  # (N, H, W, t*cin)
-    if spec.stride == 2:
-        # Keras: ZeroPadding2D(correct_pad) then a 'valid' depthwise; the same as padding inside it.
-        dw_pads = arch.correct_pad(*(h.shape[1:3] if static else (None, None)))  # ((0|1, 1), (0|1, 1))
-        if tap is not None:
-            h = tap(p + "pad", ops.zero_pad(h, dw_pads))                         # (N, H+1|2, W+1|2, t*cin)
-            dw_pads = ((0, 0), (0, 0))
-    else:
-        dw_pads = ((1, 1), (1, 1))                                               # 'same' at stride 1
+    if spec.stride == 2 and tap is not None:
+        h = tap(p + "pad", ops.zero_pad(h, dw_pads))                             # (N, H+1|2, W+1|2, t*cin)
+        dw_pads = ((0, 0), (0, 0))
     h = _conv(ops.depthwise3x3, h, depthwise_w, depthwise_b, spec.stride, dw_pads,
               bn=p + "depthwise_BN", relu=p + "depthwise_relu", **kw)            # (N, H/s, W/s, t*cin)
     return _conv(ops.pointwise, h, project_w, project_b, bn=p + "project_BN", add=p + "add",
@@ -82,11 +84,12 @@ def top(x, pooling, classifier=None, activation="softmax", *, ops=numpy_ops, tap
 
 
 def forward(x, params, alpha, *, include_top=True, pooling=None, activation="softmax", static=True,
-            ops=numpy_ops, tap=None):
+            banded=False, ops=numpy_ops, tap=None):
     """The whole network: (N, H, W, 3) preprocessed in [-1, 1] -> (N, classes) or features."""
     x = stem(x, **params["stem"], ops=ops, tap=tap)                              # (N, H/2, W/2, 32a)
     for spec, p in zip(arch.blocks(alpha), params["blocks"]):
-        x = inverted_residual(x, spec, **p, static=static, ops=ops, tap=tap)     # ... (N, H/32, W/32, 320a)
+        x = inverted_residual(x, spec, **p, static=static, banded=banded, ops=ops, tap=tap)
+                                                                                 # ... (N, H/32, W/32, 320a)
     x = head(x, **params["head"], ops=ops, tap=tap)                              # (N, H/32, W/32, 1280)
     if include_top:
         return top(x, "avg", params["classifier"], activation, ops=ops, tap=tap)  # (N, classes)

@@ -71,7 +71,7 @@ def input_tensor_like(v) -> bool:
 
 def MobileNetV2(input_shape=None, alpha=1.0, include_top=True, weights="imagenet", input_tensor=None,
                 pooling=None, classes=1000, classifier_activation="softmax", name=None, *, dtype="float32",
-                backend="numba", seed=0):
+                backend="numba", banded=None, seed=0):
     """Build MobileNetV2 like ``keras.applications.MobileNetV2`` and load its weights.
 
     Args (Keras's, same order and defaults):
@@ -92,6 +92,10 @@ def MobileNetV2(input_shape=None, alpha=1.0, include_top=True, weights="imagenet
         dtype (mnv2ref): "float32", or "float64" for the exact reference pass.
         backend (mnv2ref): "numba" (the fast kernels in ``mnv2ref.kernels``) or "numpy"
             (the readable pass in ``numpy_ops``, the kernels' oracle). Same results to rounding.
+        banded (mnv2ref): compute each inverted residual block a band of rows at a time
+            (MobileNetV2 paper, section 5.1), so its 6x-wide tensors never exist in full.
+            Default: on for "numba" (faster and smaller), off for "numpy" (whole tensors
+            read best). Results are the same (bit-identical on "numba").
         seed (mnv2ref): seed of the random weights when ``weights=None``.
     """
     if input_tensor is not None:
@@ -147,7 +151,7 @@ def MobileNetV2(input_shape=None, alpha=1.0, include_top=True, weights="imagenet
         source = os.fspath(path)
     return Model(raw, alpha=alpha, input_shape=input_shape, include_top=include_top, pooling=pooling,
                  classes=classes, classifier_activation=classifier_activation, name=name, dtype=dtype,
-                 backend=backend, weights_source=source)
+                 backend=backend, banded=banded, weights_source=source)
 
 
 class Model:
@@ -160,7 +164,7 @@ class Model:
     """
 
     def __init__(self, raw, *, alpha, input_shape, include_top, pooling, classes, classifier_activation, name,
-                 dtype, backend="numba", weights_source=""):
+                 dtype, backend="numba", banded=None, weights_source=""):
         self.alpha, self.include_top, self.classes, self.name = alpha, include_top, classes, name
         self.pooling = "avg" if include_top else pooling
         self.classifier_activation = classifier_activation
@@ -173,6 +177,7 @@ class Model:
         self._raw = {k: {n: np.asarray(a, self.dtype) for n, a in v.items()} for k, v in raw.items()}
         self.params = convert.fold(raw, alpha, include_top, self.dtype)
         self.backend = backend
+        self.banded = True if banded is None and backend == "numba" else bool(banded)
         if backend == "numba":
             from . import numba_ops  # imports Numba: only when a numba model is built
 
@@ -267,7 +272,7 @@ class Model:
         act = self.classifier_activation
         y = forward.forward(x, self._params, self.alpha, include_top=self.include_top, pooling=self.pooling,
                             activation="softmax" if act == "softmax" else None, static=self.static,
-                            ops=self._ops, tap=tap)
+                            banded=self.banded, ops=self._ops, tap=tap)
         if self.include_top and callable(act):
             y = np.asarray(act(y), self.dtype)
             if tap is not None:

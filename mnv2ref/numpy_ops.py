@@ -73,6 +73,31 @@ def pointwise(x, w, b, relu6=False, residual=None):
     return _epilogue(x @ w, b, relu6, residual)
 
 
+def expand_depthwise_project(x, expand_w, expand_b, depthwise_w, depthwise_b, stride, pads, project_w,
+                             project_b, residual=None, band=8):
+    """A whole inverted residual block, ``band`` output rows at a time (paper, section 5.1).
+
+    Output rows oh0..oh1-1 read input rows oh0*s - top ... (oh1-1)*s - top + 2 only, so each
+    band expands just those rows: the (N, H, W, t*cin) tensors never exist in full (the 2
+    halo rows of a band are recomputed; the Numba kernel carries them over instead).
+    """
+    (top, bottom), (left, right) = pads
+    N, H, W, _ = x.shape
+    Ho, Wo = (H + top + bottom - 3) // stride + 1, (W + left + right - 3) // stride + 1
+    y = np.empty((N, Ho, Wo, project_w.shape[1]), x.dtype)
+    for oh0 in range(0, Ho, band):
+        oh1 = min(oh0 + band, Ho)
+        a, b = oh0 * stride - top, (oh1 - 1) * stride - top + 3  # input rows read, padding included
+        e = x[:, max(a, 0):min(b, H)]                                              # (N, <=band*s+2, W, cin)
+        if expand_w is not None:
+            e = pointwise(e, expand_w, expand_b, relu6=True)                       # (N, <=band*s+2, W, t*cin)
+        d = depthwise3x3(e, depthwise_w, depthwise_b, stride, ((max(-a, 0), max(b - H, 0)), (left, right)),
+                         relu6=True)                                               # (N, oh1-oh0, Wo, t*cin)
+        y[:, oh0:oh1] = pointwise(d, project_w, project_b,
+                                  residual=None if residual is None else residual[:, oh0:oh1])
+    return y
+
+
 def global_avg_pool(x):
     """(N, H, W, C) -> (N, C): mean over H and W (Keras GlobalAveragePooling2D)."""
     return x.mean(axis=(1, 2), dtype=x.dtype)

@@ -79,6 +79,34 @@ def test_b_odd_non_square_no_top_both_padding_modes(variant, dtype, backend):
     assert m.predict(npz["preprocessed"]).shape == (len(npz["input"]), 1280)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("variant", ["static", "dynamic"])
+def test_banded_blocks_match_whole_tensors_and_tensorflow(variant, dtype):
+    """Paper 5.1 schedule (``banded``): Numba gives the very same bits as whole tensors; the
+    NumPy version agrees to rounding; both match TensorFlow's features."""
+    cfg, npz = FIXTURES["0.5_97x131_avg"], load("0.5_97x131_avg")
+    shape = tuple(cfg["input_shape"]) if variant == "static" else (None, None, 3)
+    x = npz["preprocessed"]
+    out = {}
+    for backend in BACKENDS:
+        for banded in (False, True):
+            m = mnv2ref.MobileNetV2(shape, alpha=cfg["alpha"], include_top=False, pooling=cfg["pooling"],
+                                    weights=str(FIX / cfg["weights_file"]), dtype=dtype, backend=backend,
+                                    banded=banded)
+            assert m.banded is banded
+            out[backend, banded] = m.predict(x)
+    np.testing.assert_array_equal(out["numba", True], out["numba", False])
+    last = golden_layers(npz, variant + "/")["global_average_pooling2d"]
+    for key, y in out.items():
+        assert_layers_close({"global_average_pooling2d": y}, {"global_average_pooling2d": last}, dtype)
+
+
+def test_banded_default_is_per_backend():
+    cfg = FIXTURES["0.35_96"]
+    assert build(cfg, FIX, True, "float32", backend="numba").banded is True
+    assert build(cfg, FIX, True, "float32", backend="numpy").banded is False
+
+
 def test_static_and_dynamic_really_differ():
     npz = load("0.5_97x131_avg")
     s, d = golden_layers(npz, "static/"), golden_layers(npz, "dynamic/")

@@ -283,6 +283,75 @@ def test_dense(dt, n, cin, cout):
 
 # --- threads ----------------------------------------------------------------------------------
 
+# --- the fused, banded block ------------------------------------------------------------------
+
+@st.composite
+def block_case(draw):
+    n = draw(st.integers(1, 3 if not NOJIT else 2))
+    H, W = _spatial(draw, 11 if not NOJIT else 6)
+    s = draw(st.sampled_from([1, 2]))
+    pads = ((1, 1), (1, 1)) if s == 1 else draw(st.sampled_from(PADS))
+    if not _valid_pads(H, W, pads):
+        pads = ((1, 1), (1, 1))
+    cin = draw(st.sampled_from(CHANNELS))
+    expand = draw(st.booleans())
+    ce = draw(st.sampled_from([8, 16, 17, 24, 48, 40])) if expand else cin
+    residual = s == 1 and draw(st.booleans())
+    cout = cin if residual else draw(st.sampled_from(CHANNELS))
+    band = draw(st.sampled_from([None, 1, 2, 3, 5]))
+    return (n, H, W, cin, ce, cout, s, pads, expand, residual, band, draw(st.sampled_from(DTYPES)),
+            draw(st.integers(0, 2**31)))
+
+
+def _block_weights(rng, cin, ce, cout, expand, dt):
+    we = _rand(rng, (cin, ce), dt, 0.5) if expand else None
+    be = _rand(rng, ce, dt) if expand else None
+    return we, be, _rand(rng, (3, 3, ce), dt), _rand(rng, ce, dt), _rand(rng, (ce, cout), dt, 0.3), \
+        _rand(rng, cout, dt)
+
+
+@SETTINGS
+@given(case=block_case(), noncontig=st.booleans())
+def test_fused_block_equals_unfused_kernels_bitwise_and_its_twin(case, noncontig):
+    n, H, W, cin, ce, cout, s, pads, expand, residual, band, dt, seed = case
+    rng = np.random.default_rng(seed)
+    x = _rand(rng, (n, H, W, cin), dt, 2.0)
+    we, be, wd, bd, wp, bp = _block_weights(rng, cin, ce, cout, expand, dt)
+    pe, pp = (K.pack_pointwise(we) if expand else None), K.pack_pointwise(wp)
+    y = K.expand_depthwise_project(_noncontig(x) if noncontig else x, pe, be, wd, bd, s, pads, pp, bp,
+                                   residual, band)
+    # Same tile code as the unfused kernels: identical bits whatever the bands and chunks.
+    e = K.pointwise(x, pe, be, True) if expand else x
+    d = K.depthwise3x3(e, wd, bd, s, pads, True)
+    np.testing.assert_array_equal(y, K.pointwise(d, pp, bp, False, x if residual else None))
+    # And close to the float64 twin: error bound from the chain on absolute values.
+    ref = R.expand_depthwise_project(*_f64(x), *(None, None) if not expand else _f64(we, be), *_f64(wd, bd),
+                                     s, pads, *_f64(wp, bp), residual)
+    a = [None if v is None else np.abs(v.astype(np.float64)) for v in (x, we, be, wd, bd, wp, bp)]
+    ea = a[0] if not expand else a[0] @ a[1] + a[2]
+    S = R.depthwise3x3(ea, a[3], a[4], s, pads, False) @ a[5] + a[6] + (a[0] if residual else 0)
+    _assert_close(y, ref, S, cin + 9 + ce + 4, dt)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("H,W,s,pads", [(7, 7, 2, ((1, 1), (1, 1))), (8, 6, 2, ((0, 1), (0, 1))),
+                                        (1, 1, 1, ((1, 1), (1, 1))), (2, 2, 2, ((0, 1), (0, 1))),
+                                        (13, 5, 1, ((1, 1), (1, 1)))])
+def test_fused_block_any_band_and_out(dt, H, W, s, pads):
+    """Every band size from 1 to past the output height gives the same bits, also into ``out``."""
+    rng = np.random.default_rng(H * 100 + W)
+    x = _rand(rng, (2, H, W, 16), dt)
+    we, be, wd, bd, wp, bp = _block_weights(rng, 16, 96, 16, True, dt)
+    args = (K.pack_pointwise(we), be, wd, bd, s, pads, K.pack_pointwise(wp), bp, s == 1)
+    first = K.expand_depthwise_project(x, *args, band=1)
+    Ho = first.shape[1]
+    for band in range(2, Ho + 3):
+        np.testing.assert_array_equal(K.expand_depthwise_project(x, *args, band=band), first)
+    out = np.full_like(first, np.nan)
+    assert K.expand_depthwise_project(x, *args, out=out) is out
+    np.testing.assert_array_equal(out, first)
+
+
 @pytest.mark.skipif(NOJIT, reason="threads only exist with the JIT")
 def test_results_independent_of_thread_count():
     import numba
@@ -305,6 +374,12 @@ def test_results_independent_of_thread_count():
                           np.ones(32, np.float32), 2, ((0, 1), (0, 1))),
         lambda: K.dense(x[:, 0, :2].reshape(2, 40), _rand(np.random.default_rng(9), (40, 300), np.float32),
                         np.ones(300, np.float32)),
+        lambda: K.expand_depthwise_project(
+            big, K.pack_pointwise(_rand(np.random.default_rng(10), (24, 144), np.float32)),
+            np.ones(144, np.float32), _rand(np.random.default_rng(11), (3, 3, 144), np.float32),
+            np.ones(144, np.float32), 1, ((1, 1), (1, 1)),
+            K.pack_pointwise(_rand(np.random.default_rng(12), (144, 24), np.float32)), np.ones(24, np.float32),
+            True, 2),
     ]
     before = K.get_num_threads()
     try:
@@ -357,6 +432,19 @@ def _z(shape, dt=F32):
     (lambda: K.dense(_z((2, 3)), _z((4, 5)), _z(5)), "w: .*Cin=3"),
     (lambda: K.dense(_z((2, 3)), _z((3, 5)), _z(5, F64)), "bias: dtype"),
     (lambda: K.global_avg_pool(_z((2, 3))), "x: expected a 4-D"),
+    (lambda: K.expand_depthwise_project(_z((1, 4, 4, 3)), K.pack_pointwise(_z((4, 8))), _z(8), _z((3, 3, 8)), _z(8),
+                                        1, ((1, 1), (1, 1)), K.pack_pointwise(_z((8, 3))), _z(3)), r"expand: .*Cin=4"),
+    (lambda: K.expand_depthwise_project(_z((1, 4, 4, 3)), None, _z(3), _z((3, 3, 3)), _z(3),
+                                        1, ((1, 1), (1, 1)), K.pack_pointwise(_z((3, 3))), _z(3)), "expand_bias"),
+    (lambda: K.expand_depthwise_project(_z((1, 4, 4, 3)), None, None, _z((3, 3, 3)), _z(3),
+                                        1, ((1, 1), (1, 1)), K.pack_pointwise(_z((5, 3))), _z(3)), r"project: .*Cin=5"),
+    (lambda: K.expand_depthwise_project(_z((1, 4, 4, 3)), None, None, _z((3, 3, 3)), _z(3),
+                                        2, ((0, 1), (0, 1)), K.pack_pointwise(_z((3, 3))), _z(3), True),
+     r"residual: .*\(1, 2, 2, 3\)"),
+    (lambda: K.expand_depthwise_project(_z((1, 4, 4, 3)), None, None, _z((3, 3, 3)), _z(3),
+                                        1, ((1, 1), (1, 1)), K.pack_pointwise(_z((3, 3))), _z(3), False, 0), "band"),
+    (lambda: K.expand_depthwise_project(_z((1, 4, 4, 3)), None, None, _z((3, 3, 3)), _z(3),
+                                        1, ((1, 1), (1, 1)), _z((3, 3)), _z(3)), "project: expected the result"),
     (lambda: K.global_max_pool(_z((2, 0, 3, 1))), "x: spatial"),
 ])
 def test_wrapper_errors_name_the_argument(call, match):
