@@ -5,9 +5,15 @@
 
 Peers (``pip install -e ".[bench]"``): TensorFlow (a ``tf.function``-compiled Keras model), TFLite
 float32 with XNNPACK (``ai-edge-litert``), ONNX Runtime on the same Keras model converted by
-``tf2onnx``. All run the same weights on the same inputs with the same thread count; calls are
-interleaved round by round so a slow phase of a shared machine hits every runtime alike. Timings are
-medians; claims are ratios measured in this one run, never absolute limits.
+``tf2onnx``, and PyTorch eager (``torch``; the same architecture as plain ``nn`` modules with
+batch-norm layers, as torchvision writes it, random weights: only its speed is compared). All run
+on the same inputs with the same thread count; calls are interleaved round by round so a slow phase
+of a shared machine hits every runtime alike. Timings are medians; claims are ratios measured in
+this one run, never absolute limits.
+
+mnv2ref numba runs twice: with banded blocks (the default, MobileNetV2 paper section 5.1) and with
+whole tensors (``banded=False``); the peak memory of mnv2ref's forward passes (``tracemalloc``: every
+NumPy array and kernel scratch buffer) is reported for each.
 
 Also reported: per-layer time of the numba pass (pointwise vs depthwise vs the rest, GFLOP/s per
 layer) and the start-up cost (import + load weights + first prediction) in a fresh process with an
@@ -83,15 +89,72 @@ def mnv2ref_runtimes(alpha, rows, weights, threads):
 
     kernels.set_num_threads(threads)
     out = {}
-    for backend in ("numba", "numpy"):
-        m = mnv2ref.MobileNetV2(input_shape=(rows, rows, 3), alpha=alpha, weights=weights, backend=backend)
-        out[f"mnv2ref {backend}"] = m.__call__  # softmax output, like the Keras model the peers run
+    for name, backend, banded in (("mnv2ref numba", "numba", True), ("mnv2ref numba whole", "numba", False),
+                                  ("mnv2ref numpy", "numpy", False)):
+        m = mnv2ref.MobileNetV2(input_shape=(rows, rows, 3), alpha=alpha, weights=weights, backend=backend,
+                                banded=banded)
+        out[name] = m.__call__  # softmax output, like the Keras model the peers run
     return out
 
 
-def peer_runtimes(keras_model, rows, threads, batches, notes):
-    """tf.function, TFLite-XNNPACK and ONNX Runtime, each skipped with a reason when unavailable."""
+def peak_memory(f, x):
+    """Peak bytes allocated through Python/NumPy during one call ``f(x)`` (tracemalloc), input excluded."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        f(x)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def torch_eager(alpha, threads):
+    """MobileNetV2 in PyTorch eager mode, written like torchvision's (Conv2d + BatchNorm2d + ReLU6,
+    NCHW, symmetric padding), from mnv2ref's (t, c, n, s) table; random weights, eval mode."""
+    import torch
+    from torch import nn
+
+    from mnv2ref import arch
+
+    torch.set_num_threads(threads)
+
+    def cbr(cin, cout, k, s, groups=1, relu=True):
+        layers = [nn.Conv2d(cin, cout, k, s, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout, eps=1e-3)]
+        return layers + [nn.ReLU6(inplace=True)] if relu else layers
+
+    class Block(nn.Module):
+        def __init__(self, b):
+            super().__init__()
+            hidden = b.cexp
+            self.res = b.residual
+            self.body = nn.Sequential(*(cbr(b.cin, hidden, 1, 1) if b.has_expand else []),
+                                      *cbr(hidden, hidden, 3, b.stride, groups=hidden),
+                                      *cbr(hidden, b.cout, 1, 1, relu=False))
+
+        def forward(self, x):
+            return x + self.body(x) if self.res else self.body(x)
+
+    blocks = arch.blocks(alpha)
+    last = arch.last_channels(alpha)
+    net = nn.Sequential(*cbr(3, blocks[0].cin, 3, 2), *[Block(b) for b in blocks],
+                        *cbr(blocks[-1].cout, last, 1, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(last, 1000), nn.Softmax(dim=1)).eval()
+
+    def run(x):
+        with torch.inference_mode():
+            return net(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
+    return run
+
+
+def peer_runtimes(keras_model, alpha, rows, threads, batches, notes):
+    """tf.function, TFLite-XNNPACK, ONNX Runtime and PyTorch eager, each skipped with a reason when
+    unavailable."""
     out = {}
+    try:
+        out["pytorch eager"] = torch_eager(alpha, threads)
+    except Exception as e:  # noqa: BLE001 -- any failure to set up a peer is reported, not fatal
+        notes.append(f"pytorch: skipped ({type(e).__name__}: {e})")
     try:
         import tensorflow as tf
 
@@ -162,8 +225,9 @@ def time_interleaved(runtimes, x, rounds, calls, min_seconds=0.3):
     return {k: statistics.median(v) for k, v in samples.items()}, {k: len(v) for k, v in samples.items()}
 
 
-def layer_profile(alpha, rows, weights, batch, repeats=20):
-    """Per-layer time of the numba pass: each op call timed, matched to the Keras conv layers in order."""
+def layer_profile(alpha, rows, weights, batch, banded, repeats=20):
+    """Per-layer time of the numba pass: each op call timed, matched to the Keras conv layers in order
+    (a banded block is one call: its layers are reported together)."""
     import mnv2ref
     from mnv2ref import arch, forward, numba_ops
 
@@ -187,15 +251,24 @@ def layer_profile(alpha, rows, weights, batch, repeats=20):
     per_call = []
     for _ in range(repeats):
         times.clear()
-        forward.forward(x, m._params, alpha, ops=ops, activation=None)
+        forward.forward(x, m._params, alpha, ops=ops, activation=None, banded=banded)
         cur = [t for _, t in times]
         per_call.append(cur)
     med = np.median(np.array(per_call), axis=0)
     kinds = [k for k, _ in times]
     convs = [l for l in arch.layers(alpha, (rows, rows)) if l.macs]
     rows_out, i_conv = [], 0
+    blocks = iter(arch.blocks(alpha))
     for kind, t in zip(kinds, med):
-        if kind in ("conv3x3", "depthwise3x3", "pointwise", "dense"):
+        if kind == "expand_depthwise_project":  # one banded block: its 2 or 3 conv layers at once
+            spec = next(blocks)
+            layers = convs[i_conv:i_conv + (3 if spec.has_expand else 2)]
+            i_conv += len(layers)
+            rows_out.append({"layer": spec.prefix + "(banded)", "op": "banded block", "shape": list(layers[-1].shape),
+                             "ms": t * 1e3, "gflops": 2 * sum(l.macs for l in layers) * batch / t / 1e9})
+        elif kind in ("conv3x3", "depthwise3x3", "pointwise", "dense"):
+            if kind == "depthwise3x3":
+                next(blocks)
             layer = convs[i_conv]
             i_conv += 1
             rows_out.append({"layer": layer.name, "op": kind, "shape": list(layer.shape), "ms": t * 1e3,
@@ -260,18 +333,23 @@ def main(argv=None):
                     args.no_peers = True
             runtimes = mnv2ref_runtimes(alpha, rows, weights, args.threads)
             if keras_model is not None:
-                runtimes.update(peer_runtimes(keras_model, rows, args.threads, batches, notes))
+                runtimes.update(peer_runtimes(keras_model, alpha, rows, args.threads, batches, notes))
             res = {"batches": {}}
             for b in batches:
                 x = np.random.default_rng(b).uniform(-1, 1, (b, rows, rows, 3)).astype(np.float32)
                 ref = runtimes["mnv2ref numpy"](x)
-                agree = {k: float(np.abs(np.asarray(f(x)).reshape(ref.shape) - ref).max()) for k, f in runtimes.items()}
+                agree = {k: None if k == "pytorch eager" else  # its own random weights
+                         float(np.abs(np.asarray(f(x)).reshape(ref.shape) - ref).max()) for k, f in runtimes.items()}
                 med, n = time_interleaved(runtimes, x, args.rounds, args.calls)
                 res["batches"][b] = {k: {"ms_per_image": med[k] * 1e3 / b, "images_per_s": b / med[k], "n": n[k],
                                          "max_abs_diff_vs_numpy": agree[k]} for k in runtimes}
+                for k, f in runtimes.items():
+                    if k.startswith("mnv2ref"):
+                        res["batches"][b][k]["peak_memory_mb"] = peak_memory(f, x) / 1e6
                 print_table(cfg, b, res["batches"][b])
-            res["layers_batch1"] = layer_profile(alpha, rows, weights, 1)
-            print_layers(cfg, res["layers_batch1"])
+            for key, banded in (("layers_batch1", False), ("blocks_batch1_banded", True)):
+                res[key] = layer_profile(alpha, rows, weights, 1, banded)
+                print_layers(cfg + (" banded" if banded else " whole tensors"), res[key])
             res["startup_s"] = startup_times(alpha, rows, weights)
             print(f"{cfg}: start-up (import + load + first prediction): {res['startup_s']}")
             results["configs"][cfg] = res
@@ -289,10 +367,13 @@ def main(argv=None):
 def print_table(cfg, b, rows):
     ours = rows["mnv2ref numba"]["ms_per_image"]
     print(f"\n{cfg}  batch {b}")
-    print(f"  {'runtime':<24} {'ms/image':>9} {'images/s':>9} {'numba is x faster':>18} {'max|diff|':>10}")
+    print(f"  {'runtime':<24} {'ms/image':>9} {'images/s':>9} {'numba is x faster':>18} {'max|diff|':>10} "
+          f"{'peak MB':>8}")
     for k, v in sorted(rows.items(), key=lambda kv: kv[1]["ms_per_image"]):
+        diff = "n/a" if v["max_abs_diff_vs_numpy"] is None else f"{v['max_abs_diff_vs_numpy']:.1e}"
+        peak = f"{v['peak_memory_mb']:.1f}" if "peak_memory_mb" in v else "-"
         print(f"  {k:<24} {v['ms_per_image']:>9.3f} {v['images_per_s']:>9.1f} {v['ms_per_image'] / ours:>18.2f} "
-              f"{v['max_abs_diff_vs_numpy']:>10.1e}")
+              f"{diff:>10} {peak:>8}")
 
 
 def print_layers(cfg, rows):

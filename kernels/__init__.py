@@ -63,3 +63,6 @@ def warmup(dtypes=("float32", "float64")) -> None:
         depthwise3x3(x, np.zeros((3, 3, 17), dt), np.zeros(17, dt), 1, ((1, 1), (1, 1)))
         conv3x3(x, np.zeros((3, 3, 17, 17), dt), np.zeros(17, dt), 1, ((1, 1), (1, 1)))
         dense(x[0, 0], np.zeros((17, 17), dt), np.zeros(17, dt))
+        expand_depthwise_project(x, pack_pointwise(np.zeros((17, 17), dt)), np.zeros(17, dt),
+                                 np.zeros((3, 3, 17), dt), np.zeros(17, dt), 1, ((1, 1), (1, 1)),
+                                 pack_pointwise(np.zeros((17, 17), dt)), np.zeros(17, dt), True)

@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 
 from . import _checks
 from ._config import JIT, PARALLEL, call, jit_disabled
@@ -119,9 +120,8 @@ def expand_depthwise_project(x: np.ndarray, expand: PackedPointwise, expand_bias
     scratch_d = np.empty((workers, band * Wo * ce), dt)
     lo = min(-(-left // s), Wo)
     hi = max(lo, min(Wo, (W - 3 + left) // s + 1))
-    tile = _tiles5 if dt == np.float32 else _tiles3
     res = x.reshape(-1, cin) if residual else _empty2(dt)
-    call(_edp_kernel, tile, x.reshape(-1, cin), pe, be,
+    call(_edp_kernel, x.reshape(-1, cin), pe, be,
          wd.reshape(9, ce), bd, project.panels, _bias_lanes(bp, project), res,
          y.reshape(-1, project.cout), scratch_e, scratch_d, N, H, W, Ho, Wo, s, top, left, lo, hi,
          band, chunks)
@@ -150,8 +150,23 @@ def _tiles3(x, panels, bias, res, y, mode):
         _block3(x, panels[q], bias, res, y, 0, P, q * LANES, min(LANES, C - q * LANES), mode)
 
 
+def _tiles(x, panels, bias, res, y, mode):
+    """The 1x1 tiles for x's dtype (float32: 5-pixel tiles, float64: 3). Plain Python under
+    NUMBA_DISABLE_JIT; compiled code resolves it at typing time through the overload below.
+    (Not a function argument: a function-typed argument makes Numba's cache key differ in
+    every process, so the kernel would be recompiled on each start; measured 11 s.)"""
+    (_tiles5 if x.dtype == np.float32 else _tiles3)(x, panels, bias, res, y, mode)
+
+
+@overload(_tiles, jit_options=JIT)
+def _tiles_overload(x, panels, bias, res, y, mode):
+    if x.dtype == types.float32:
+        return lambda x, panels, bias, res, y, mode: _tiles5(x, panels, bias, res, y, mode)
+    return lambda x, panels, bias, res, y, mode: _tiles3(x, panels, bias, res, y, mode)
+
+
 @njit(**PARALLEL)
-def _edp_kernel(tile, x, pe, be, wd, bd, pp, bp, res, y, scratch_e, scratch_d,
+def _edp_kernel(x, pe, be, wd, bd, pp, bp, res, y, scratch_e, scratch_d,
                 N, H, W, Ho, Wo, s, top, left, lo, hi, band, chunks):
     """Worker ``w`` takes items w, w + workers, ... of the (image, chunk) list; each item
     writes only its own output rows. x (N*H*W, Cin), y (N*Ho*Wo, Cout), res like y or (0, 0)."""
@@ -163,12 +178,12 @@ def _edp_kernel(tile, x, pe, be, wd, bd, pp, bp, res, y, scratch_e, scratch_d,
             c0 = (item - n * chunks) * per_chunk
             c1 = min(c0 + per_chunk, Ho)
             if c0 < c1:
-                _chunk(tile, x, pe, be, wd, bd, pp, bp, res, y, scratch_e[w], scratch_d[w],
+                _chunk(x, pe, be, wd, bd, pp, bp, res, y, scratch_e[w], scratch_d[w],
                        n, c0, c1, H, W, Ho, Wo, s, top, left, lo, hi, band)
 
 
 @njit(**JIT)
-def _chunk(tile, x, pe, be, wd, bd, pp, bp, res, y, se, sd, n, c0, c1, H, W, Ho, Wo, s, top,
+def _chunk(x, pe, be, wd, bd, pp, bp, res, y, se, sd, n, c0, c1, H, W, Ho, Wo, s, top,
            left, lo, hi, band):
     """Output rows c0..c1-1 of image n, band by band; ``se``/``sd`` are this worker's scratch."""
     ce = wd.shape[1]
@@ -183,7 +198,7 @@ def _chunk(tile, x, pe, be, wd, bd, pp, bp, res, y, se, sd, n, c0, c1, H, W, Ho,
         if pe.shape[0] == 0:  # no expansion: the band reads x's rows in place
             e4 = x[(n * H + na) * W:(n * H + nb) * W].reshape(1, nb - na, W, ce)
         else:
-            e4 = _expand(tile, x, pe, be, res, se, n, H, W, ce, na, nb, ra, rb)
+            e4 = _expand(x, pe, be, res, se, n, H, W, ce, na, nb, ra, rb)
             ra = na
             rb = nb
         d4 = sd[:(oh1 - oh0) * Wo * ce].reshape(1, oh1 - oh0, Wo, ce)
@@ -195,13 +210,13 @@ def _chunk(tile, x, pe, be, wd, bd, pp, bp, res, y, se, sd, n, c0, c1, H, W, Ho,
         p1 = (n * Ho + oh1) * Wo
         d2 = d4.reshape((oh1 - oh0) * Wo, ce)
         if res.shape[0] > 0:
-            tile(d2, pp, bp, res[p0:p1], y[p0:p1], _RESIDUAL)
+            _tiles(d2, pp, bp, res[p0:p1], y[p0:p1], _RESIDUAL)
         else:
-            tile(d2, pp, bp, res, y[p0:p1], 0)
+            _tiles(d2, pp, bp, res, y[p0:p1], 0)
 
 
 @njit(**JIT)
-def _expand(tile, x, pe, be, res, se, n, H, W, ce, na, nb, ra, rb):
+def _expand(x, pe, be, res, se, n, H, W, ce, na, nb, ra, rb):
     """Rows na..nb-1 of e = relu6(x[n] @ We + be) into the scratch ``se``, which holds rows
     ra..rb-1 from the previous band; returns them as a (1, nb - na, W, Ce) view."""
     row = W * ce  # elements per row of e
@@ -212,6 +227,6 @@ def _expand(tile, x, pe, be, res, se, n, H, W, ce, na, nb, ra, rb):
         for i in range((rb - na) * row):  # forward copy: the destination is below the source
             se[i] = se[src + i]
     if first < nb:  # expand the new rows first..nb-1 of image n into their place
-        tile(x[(n * H + first) * W:(n * H + nb) * W], pe, be, res,  # res: not read
+        _tiles(x[(n * H + first) * W:(n * H + nb) * W], pe, be, res,  # res: not read
              se[(first - na) * row:(nb - na) * row].reshape((nb - first) * W, ce), _RELU6)
     return se[:(nb - na) * row].reshape(1, nb - na, W, ce)

@@ -36,18 +36,20 @@ def pointwise(x, w, b, relu6=False, residual=None):
 
 def expand_depthwise_project(x, expand_w, expand_b, depthwise_w, depthwise_b, stride, pads, project_w,
                              project_b, residual=None):
-    """The fused block, banded (``kernels/_block.py``) where that pays; ``residual`` may only be ``x``.
+    """The fused block in bands (``kernels/_block.py``) where that pays; ``residual`` may only be ``x``.
 
-    A band kernel's parallel items are (image, chunk of rows), so on small maps and small
-    batches (fewer than ``_MIN_BANDED_ROWS`` output rows in the batch: the 14x14 and 7x7
-    blocks at batch 1) it leaves a core idle while the unfused kernels split channels over
-    both; measured at 1.0_224 batch 1 on 2 cores: 8.0 ms with this rule, 8.6 banding every
-    block. Those tensors are small, so the memory saving is kept where it matters. Results
-    are bit-identical either way.
+    Banding pays when the wide tensor the unbanded kernels would write does not fit in the
+    caches; on small tensors its per-band overhead and halo rows cost more than they save,
+    and when the batch has few output rows its (image, chunk) work items leave a core idle.
+    Measured on 2 cores (benchmarks/bench_model.py): 1.0_224 batch 32 5.6 vs 8.3 ms/image
+    banded vs whole; 0.35_96 batch 1 2.25 ms banding every block vs 1.88 unbanded. So blocks
+    whose wide tensor is under ``_MIN_BANDED_BYTES``, or whose batch has fewer than
+    ``_MIN_BANDED_ROWS`` output rows, run unfused. Results are bit-identical either way.
     """
     if residual is not None and residual is not x:
         raise ValueError("expand_depthwise_project: the residual must be the block's input x")
-    if x.shape[0] * (x.shape[1] // stride) < _MIN_BANDED_ROWS:
+    wide = x.size // x.shape[-1] * depthwise_w.shape[-1] * x.itemsize  # bytes of the (N, H, W, t*cin) tensor
+    if wide < _MIN_BANDED_BYTES or x.shape[0] * (x.shape[1] // stride) < _MIN_BANDED_ROWS:
         h = x if expand_w is None else pointwise(x, expand_w, expand_b, True)
         h = depthwise3x3(h, depthwise_w, depthwise_b, stride, pads, True)
         return pointwise(h, project_w, project_b, False, residual)
@@ -55,6 +57,7 @@ def expand_depthwise_project(x, expand_w, expand_b, depthwise_w, depthwise_b, st
                 residual is not None)
 
 
+_MIN_BANDED_BYTES = 1 << 20
 _MIN_BANDED_ROWS = 16
 
 

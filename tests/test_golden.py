@@ -81,9 +81,13 @@ def test_b_odd_non_square_no_top_both_padding_modes(variant, dtype, backend):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("variant", ["static", "dynamic"])
-def test_banded_blocks_match_whole_tensors_and_tensorflow(variant, dtype):
+def test_banded_blocks_match_whole_tensors_and_tensorflow(variant, dtype, monkeypatch):
     """Paper 5.1 schedule (``banded``): Numba gives the very same bits as whole tensors; the
     NumPy version agrees to rounding; both match TensorFlow's features."""
+    from mnv2ref import numba_ops
+
+    monkeypatch.setattr(numba_ops, "_MIN_BANDED_BYTES", 0)  # band every block, even the small ones
+    monkeypatch.setattr(numba_ops, "_MIN_BANDED_ROWS", 0)
     cfg, npz = FIXTURES["0.5_97x131_avg"], load("0.5_97x131_avg")
     shape = tuple(cfg["input_shape"]) if variant == "static" else (None, None, 3)
     x = npz["preprocessed"]

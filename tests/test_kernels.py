@@ -467,9 +467,9 @@ def test_import_compiles_nothing_and_keeps_numba_config():
         import numba
         slp = numba.config.SLP_VECTORIZE
         import mnv2ref.kernels as K
-        from mnv2ref.kernels import _pointwise, _depthwise, _conv
+        from mnv2ref.kernels import _pointwise, _depthwise, _conv, _block, _head
         assert numba.config.SLP_VECTORIZE == slp
-        for mod in (_pointwise, _depthwise, _conv):
+        for mod in (_pointwise, _depthwise, _conv, _block, _head):
             for name in dir(mod):
                 f = getattr(mod, name)
                 if hasattr(f, "signatures"):
@@ -497,3 +497,29 @@ def test_cold_compile_uses_packed_fma(tmp_path):
     """, NUMBA_CACHE_DIR=str(tmp_path), NUMBA_SLP_VECTORIZE="0")
     packed, scalar = map(int, out.split())
     assert packed >= 10 and scalar == 0, (packed, scalar)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(NOJIT, reason="inspects Numba's on-disk cache")
+def test_a_second_process_compiles_nothing(tmp_path):
+    """Warm start: what one process compiled, the next loads from the cache (no cache miss).
+    (A function-typed kernel argument once made every process recompile for 11 s.)"""
+    code = """
+        import numpy as np
+        import mnv2ref.kernels as K
+        from mnv2ref.kernels import _block, _pointwise, _depthwise
+        f = np.float32
+        x = np.ones((1, 6, 5, 8), f)
+        K.expand_depthwise_project(x, K.pack_pointwise(np.ones((8, 48), f)), np.zeros(48, f),
+                                   np.ones((3, 3, 48), f), np.zeros(48, f), 1, ((1, 1), (1, 1)),
+                                   K.pack_pointwise(np.ones((48, 8), f)), np.zeros(8, f), True)
+        K.pointwise(x, K.pack_pointwise(np.ones((8, 16), f)), np.zeros(16, f), True)
+        K.depthwise3x3(x, np.ones((3, 3, 8), f), np.zeros(8, f), 2, ((0, 1), (0, 1)))
+        kernels = (_block._edp_kernel, _pointwise._pointwise5, _depthwise._depthwise_kernel)
+        print(sum(sum(k.stats.cache_misses.values()) for k in kernels),
+              sum(sum(k.stats.cache_hits.values()) for k in kernels))
+    """
+    first = _run(code, NUMBA_CACHE_DIR=str(tmp_path)).split()
+    second = _run(code, NUMBA_CACHE_DIR=str(tmp_path)).split()
+    assert first[0] != "0", first  # the first process did compile (empty cache)
+    assert second == ["0", "3"], second
