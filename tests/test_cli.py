@@ -454,3 +454,29 @@ def test_inverted_residual_example_reproduces_the_doc():
         assert ref in doc, ref
     for img in re.findall(r"\]\((img/[\w.]+\.png)\)", doc):
         assert (ROOT / "docs" / img).exists(), img
+
+
+# -- first run: the compile notice ------------------------------------------------------------------------------------
+
+def test_compile_notice_only_when_compiling_takes_long(monkeypatch, capsys):
+    import io
+    import time
+
+    from mnv2ref import kernels
+    from mnv2ref.cli import common
+
+    calls = []
+    monkeypatch.setattr(kernels, "warmup", lambda dtypes: (calls.append(dtypes), time.sleep(0.3)))
+    out = io.StringIO()
+    common.compile_kernels("float32", notice_after=0.01, stream=out)
+    assert calls == [("float32",)] and "compiling the Numba kernels" in out.getvalue()
+    monkeypatch.setattr(kernels, "warmup", lambda dtypes: None)  # cached: silent
+    out = io.StringIO()
+    common.compile_kernels("float64", notice_after=5, stream=out)
+    assert out.getvalue() == ""
+
+    def broken(dtypes):
+        raise ValueError("boom")
+    monkeypatch.setattr(kernels, "warmup", broken)  # a failure reaches the caller, not a thread traceback
+    with pytest.raises(ValueError, match="boom"):
+        common.compile_kernels("float32", notice_after=5, stream=io.StringIO())

@@ -149,7 +149,35 @@ def build_model(args, *, top=None, input_hw=None, dtype="float32", activation="s
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # position-matched layer names in user files are fine here
         model = MobileNetV2(dtype=dtype, classifier_activation=activation, **kw)
+    if model.backend == "numba":
+        compile_kernels(dtype)
     return model, cfg
+
+
+def compile_kernels(dtype: str, notice_after: float = 1.0, stream=None) -> None:
+    """Compile (or load from Numba's cache) the kernels for ``dtype`` before the first image, saying
+    so on stderr when it takes long: the first run on a machine compiles for a minute or two."""
+    import threading
+
+    from .. import kernels
+
+    errors = []
+
+    def run():
+        try:
+            kernels.warmup((dtype,))
+        except BaseException as e:  # noqa: BLE001 -- re-raised in the calling thread
+            errors.append(e)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(notice_after)
+    if t.is_alive():
+        print("mnv2ref: compiling the Numba kernels (first run on this machine only, 1-2 minutes; cached "
+              "afterwards; --backend numpy needs none)...", file=stream or sys.stderr, flush=True)
+        t.join()
+    if errors:
+        raise errors[0]
 
 
 def read_input(path: str, hw=None, interpolation="nearest", keep_aspect_ratio=False) -> np.ndarray:
