@@ -36,8 +36,7 @@ from . import _checks
 from ._config import JIT, PARALLEL, call, jit_disabled
 from ._depthwise import _row
 from ._lanes import LANES
-from ._pointwise import (_RELU6, _RESIDUAL, PackedPointwise, _bias_lanes, _block3, _block5,
-                         _block5h, _empty2)
+from ._pointwise import _RELU6, _RESIDUAL, PackedPointwise, _bias_lanes, _empty2, _panels3, _panels5
 
 # Bytes of scratch per worker that the default band size aims for. Measured, 1.0_224 on a
 # 2-core Zen 3 (512 KiB L2 per core): bands of 1-2 rows (192 KiB) lose to the unbanded
@@ -87,10 +86,7 @@ def expand_depthwise_project(x: np.ndarray, expand: PackedPointwise, expand_bias
     if project.cin != ce:
         raise ValueError(f"project: expects Cin={project.cin}, but the depthwise step gives "
                          f"{ce} channels")
-    wd = _checks.array("depthwise", depthwise, None, dt)
-    if wd.ndim == 4 and wd.shape[3] == 1:
-        wd = wd[..., 0]
-    _checks.shape("depthwise", wd, (3, 3, ce), "3, 3, Ce; or 3, 3, Ce, 1")
+    wd = _checks.depthwise_kernel("depthwise", depthwise, ce, dt)
     bd = _checks.array("depthwise_bias", depthwise_bias, 1, dt)
     _checks.shape("depthwise_bias", bd, (ce,), "Ce")
     bp = _checks.array("project_bias", project_bias, 1, dt)
@@ -118,8 +114,7 @@ def expand_depthwise_project(x: np.ndarray, expand: PackedPointwise, expand_bias
     e_rows = 0 if expand is None else min(H, (band - 1) * s + 3)
     scratch_e = np.empty((workers, e_rows * W * ce), dt)
     scratch_d = np.empty((workers, band * Wo * ce), dt)
-    lo = min(-(-left // s), Wo)
-    hi = max(lo, min(Wo, (W - 3 + left) // s + 1))
+    lo, hi = _checks.interior_columns(W, Wo, left, s)
     res = x.reshape(-1, cin) if residual else _empty2(dt)
     call(_edp_kernel, x.reshape(-1, cin), pe, be,
          wd.reshape(9, ce), bd, project.panels, _bias_lanes(bp, project), res,
@@ -128,41 +123,22 @@ def expand_depthwise_project(x: np.ndarray, expand: PackedPointwise, expand_bias
     return y
 
 
-@njit(**JIT)
-def _tiles5(x, panels, bias, res, y, mode):
-    """y = epilogue(x @ panels + bias) for all rows of x (float32 tiles, see _pointwise)."""
-    P = x.shape[0]
-    C = y.shape[1]
-    for q in range(panels.shape[0]):
-        nc = min(LANES, C - q * LANES)
-        if nc <= LANES // 2:
-            _block5h(x, panels[q], bias, res, y, 0, P, q * LANES, nc, mode)
-        else:
-            _block5(x, panels[q], bias, res, y, 0, P, q * LANES, nc, mode)
-
-
-@njit(**JIT)
-def _tiles3(x, panels, bias, res, y, mode):
-    """:func:`_tiles5` with the float64 tiles."""
-    P = x.shape[0]
-    C = y.shape[1]
-    for q in range(panels.shape[0]):
-        _block3(x, panels[q], bias, res, y, 0, P, q * LANES, min(LANES, C - q * LANES), mode)
-
-
 def _tiles(x, panels, bias, res, y, mode):
     """The 1x1 tiles for x's dtype (float32: 5-pixel tiles, float64: 3). Plain Python under
     NUMBA_DISABLE_JIT; compiled code resolves it at typing time through the overload below.
     (Not a function argument: a function-typed argument makes Numba's cache key differ in
     every process, so the kernel would be recompiled on each start; measured 11 s.)"""
-    (_tiles5 if x.dtype == np.float32 else _tiles3)(x, panels, bias, res, y, mode)
+    (_panels5 if x.dtype == np.float32 else _panels3)(x, panels, bias, res, y, 0, x.shape[0], 0,
+                                                      panels.shape[0], mode)
 
 
 @overload(_tiles, jit_options=JIT)
 def _tiles_overload(x, panels, bias, res, y, mode):
     if x.dtype == types.float32:
-        return lambda x, panels, bias, res, y, mode: _tiles5(x, panels, bias, res, y, mode)
-    return lambda x, panels, bias, res, y, mode: _tiles3(x, panels, bias, res, y, mode)
+        return lambda x, panels, bias, res, y, mode: _panels5(x, panels, bias, res, y, 0, x.shape[0], 0,
+                                                              panels.shape[0], mode)
+    return lambda x, panels, bias, res, y, mode: _panels3(x, panels, bias, res, y, 0, x.shape[0], 0,
+                                                          panels.shape[0], mode)
 
 
 @njit(**PARALLEL)

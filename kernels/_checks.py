@@ -66,6 +66,21 @@ def out_size(name: str, size: int, lo: int, hi: int, s: int) -> int:
     return (padded - 3) // s + 1
 
 
+def depthwise_kernel(name: str, w, C: int, dtype: np.dtype) -> np.ndarray:
+    """A 3x3 depthwise kernel (3, 3, C) in ``dtype``; Keras's (3, 3, C, 1) is accepted too."""
+    w = array(name, w, None, dtype)
+    if w.ndim == 4 and w.shape[3] == 1:
+        w = w[..., 0]
+    shape(name, w, (3, 3, C), "3, 3, C; or 3, 3, C, 1")
+    return w
+
+
+def interior_columns(W: int, Wo: int, left: int, s: int) -> tuple:
+    """(lo, hi): output columns lo..hi-1 have their whole 3-column window inside the image."""
+    lo = min(-(-left // s), Wo)
+    return lo, max(lo, min(Wo, (W - 3 + left) // s + 1))
+
+
 def output(out, shape_: tuple, dtype: np.dtype, inputs: dict) -> np.ndarray:
     """Allocate the output, or check a caller-provided ``out`` (C-contiguous, right shape
     and dtype, not overlapping any array in ``inputs`` (name -> array))."""

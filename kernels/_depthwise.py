@@ -44,11 +44,8 @@ def depthwise3x3(x: np.ndarray, w: np.ndarray, bias: np.ndarray, stride: int, pa
     """
     x = _checks.array("x", x, 4)
     dt = x.dtype
-    w = _checks.array("w", w, None, dt)
-    if w.ndim == 4 and w.shape[3] == 1:
-        w = w[..., 0]
     N, H, W, C = x.shape
-    _checks.shape("w", w, (3, 3, C), "3, 3, C; or 3, 3, C, 1")
+    w = _checks.depthwise_kernel("w", w, C, dt)
     bias = _checks.array("bias", bias, 1, dt)
     _checks.shape("bias", bias, (C,), "C")
     s = _checks.stride(stride)
@@ -64,9 +61,7 @@ def depthwise3x3(x: np.ndarray, w: np.ndarray, bias: np.ndarray, stride: int, pa
     g = max(1, nstrips)  # strips per work item: all, unless there are too few rows
     if items < _MIN_ITEMS and nstrips > 1:
         g = -(-nstrips // -(-_MIN_ITEMS // items))
-    # Output columns lo..hi-1 have their whole 3-column window inside the image.
-    lo = min(-(-left // s), Wo)
-    hi = max(lo, min(Wo, (W - 3 + left) // s + 1))
+    lo, hi = _checks.interior_columns(W, Wo, left, s)
     call(_depthwise_kernel, x, w9, bias, y, s, top, left, lo, hi, bool(relu6), g)
     return y
 

@@ -368,7 +368,6 @@ def _pointwise5(x, panels, bias, mode, res, y, tb, g):
     Work item = (block of ``tb`` tiles of 5 pixels) x (group of ``g`` panels)."""
     P = x.shape[0]
     Q = panels.shape[0]
-    C = y.shape[1]
     bp = 5 * tb  # pixels per block
     nblocks = (P + bp - 1) // bp
     ngroups = (Q + g - 1) // g
@@ -377,12 +376,7 @@ def _pointwise5(x, panels, bias, mode, res, y, tb, g):
         grp = item - blk * ngroups
         pa = blk * bp
         pb = min(pa + bp, P)
-        for q in range(grp * g, min(grp * g + g, Q)):
-            nc = min(LANES, C - q * LANES)
-            if nc <= LANES // 2:
-                _block5h(x, panels[q], bias, res, y, pa, pb, q * LANES, nc, mode)
-            else:
-                _block5(x, panels[q], bias, res, y, pa, pb, q * LANES, nc, mode)
+        _panels5(x, panels, bias, res, y, pa, pb, grp * g, min(grp * g + g, Q), mode)
 
 
 @njit(**PARALLEL)
@@ -390,7 +384,6 @@ def _pointwise3(x, panels, bias, mode, res, y, tb, g):
     """:func:`_pointwise5` with tiles of 3 pixels (and no 2-pixel tail kernel)."""
     P = x.shape[0]
     Q = panels.shape[0]
-    C = y.shape[1]
     bp = 3 * tb
     nblocks = (P + bp - 1) // bp
     ngroups = (Q + g - 1) // g
@@ -399,6 +392,25 @@ def _pointwise3(x, panels, bias, mode, res, y, tb, g):
         grp = item - blk * ngroups
         pa = blk * bp
         pb = min(pa + bp, P)
-        for q in range(grp * g, min(grp * g + g, Q)):
-            _block3(x, panels[q], bias, res, y, pa, pb, q * LANES,
-                    min(LANES, C - q * LANES), mode)
+        _panels3(x, panels, bias, res, y, pa, pb, grp * g, min(grp * g + g, Q), mode)
+
+
+@njit(**JIT)
+def _panels5(x, panels, bias, res, y, pa, pb, q0, q1, mode):
+    """Pixels pa..pb-1 x panels q0..q1-1 with the float32 tiles (a last panel of at most 8
+    channels takes :func:`_block5h`). Also called by the banded block kernel."""
+    C = y.shape[1]
+    for q in range(q0, q1):
+        nc = min(LANES, C - q * LANES)
+        if nc <= LANES // 2:
+            _block5h(x, panels[q], bias, res, y, pa, pb, q * LANES, nc, mode)
+        else:
+            _block5(x, panels[q], bias, res, y, pa, pb, q * LANES, nc, mode)
+
+
+@njit(**JIT)
+def _panels3(x, panels, bias, res, y, pa, pb, q0, q1, mode):
+    """:func:`_panels5` with the float64 tiles."""
+    C = y.shape[1]
+    for q in range(q0, q1):
+        _block3(x, panels[q], bias, res, y, pa, pb, q * LANES, min(LANES, C - q * LANES), mode)

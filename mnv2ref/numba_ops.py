@@ -18,8 +18,8 @@ relu6 = numpy_ops.relu6  # only used unfused, by Model.trace
 zero_pad = numpy_ops.zero_pad  # ditto: fused kernels take the padding as an argument
 softmax = numpy_ops.softmax  # (N, classes): negligible
 
-__all__ = ["conv3x3", "depthwise3x3", "pointwise", "expand_depthwise_project", "global_avg_pool", "global_max_pool", "dense", "relu6",
-           "zero_pad", "softmax", "pack"]
+__all__ = ["conv3x3", "depthwise3x3", "pointwise", "expand_depthwise_project", "global_avg_pool",
+           "global_max_pool", "dense", "relu6", "zero_pad", "softmax", "pack"]
 
 
 def conv3x3(x, w, b, stride, pads, relu6=False):
