@@ -91,10 +91,7 @@ def expand_depthwise_project(x: np.ndarray, expand: PackedPointwise, expand_bias
     _checks.shape("depthwise_bias", bd, (ce,), "Ce")
     bp = _checks.array("project_bias", project_bias, 1, dt)
     _checks.shape("project_bias", bp, (project.cout,), "Cout")
-    s = _checks.stride(stride)
-    top, bottom, left, right = _checks.pads(pads)
-    Ho = _checks.out_size("x (height)", H, top, bottom, s)
-    Wo = _checks.out_size("x (width)", W, left, right, s)
+    s, top, left, Ho, Wo = _checks.window(H, W, stride, pads)
     yshape = (N, Ho, Wo, project.cout)
     if residual and yshape != x.shape:
         raise ValueError(f"residual: the output {yshape} must have the input's shape {x.shape}")

@@ -66,6 +66,15 @@ def out_size(name: str, size: int, lo: int, hi: int, s: int) -> int:
     return (padded - 3) // s + 1
 
 
+def window(H: int, W: int, s_arg, pads_arg) -> tuple:
+    """Check the stride and pads of a 3x3 window over an (H, W) input; return
+    ``(stride, top, left, Ho, Wo)``."""
+    s = stride(s_arg)
+    top, bottom, left, right = pads(pads_arg)
+    return (s, top, left, out_size("x (height)", H, top, bottom, s),
+            out_size("x (width)", W, left, right, s))
+
+
 def depthwise_kernel(name: str, w, C: int, dtype: np.dtype) -> np.ndarray:
     """A 3x3 depthwise kernel (3, 3, C) in ``dtype``; Keras's (3, 3, C, 1) is accepted too."""
     w = array(name, w, None, dtype)

@@ -47,10 +47,7 @@ def conv3x3(x: np.ndarray, w: np.ndarray, bias: np.ndarray, stride: int, pads,
     cout = w.shape[3]
     bias = _checks.array("bias", bias, 1, dt)
     _checks.shape("bias", bias, (cout,), "Cout")
-    s = _checks.stride(stride)
-    top, bottom, left, right = _checks.pads(pads)
-    Ho = _checks.out_size("x (height)", H, top, bottom, s)
-    Wo = _checks.out_size("x (width)", W, left, right, s)
+    s, top, left, Ho, Wo = _checks.window(H, W, stride, pads)
     y = _checks.output(out, (N, Ho, Wo, cout), dt, {"x": x})
     if y.size == 0:
         return y

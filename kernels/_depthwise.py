@@ -48,10 +48,7 @@ def depthwise3x3(x: np.ndarray, w: np.ndarray, bias: np.ndarray, stride: int, pa
     w = _checks.depthwise_kernel("w", w, C, dt)
     bias = _checks.array("bias", bias, 1, dt)
     _checks.shape("bias", bias, (C,), "C")
-    s = _checks.stride(stride)
-    top, bottom, left, right = _checks.pads(pads)
-    Ho = _checks.out_size("x (height)", H, top, bottom, s)
-    Wo = _checks.out_size("x (width)", W, left, right, s)
+    s, top, left, Ho, Wo = _checks.window(H, W, stride, pads)
     y = _checks.output(out, (N, Ho, Wo, C), dt, {"x": x})
     if y.size == 0:
         return y
