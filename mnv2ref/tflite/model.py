@@ -44,7 +44,8 @@ class QuantizedModel:
         self.tensors = {t.name: t for t in self._fm.tensors}
         self.inputs = [self._fm.tensors[i] for i in self._fm.inputs]
         self.outputs = [self._fm.tensors[i] for i in self._fm.outputs]
-        self._impl = _implementation(kernels)
+        want = _wants_centred(self.ops) if kernels == "reference" else set()
+        self._steps = [_bind(kernels, op, self._fm, op.output_indices[0] in want) for op in self.ops]
 
     def __repr__(self):
         i, o = self.inputs[0], self.outputs[0]
@@ -64,13 +65,16 @@ class QuantizedModel:
         x = self._check_input(x)
         n = x.shape[0]
         fm = self._fm
-        values = {fm.inputs[0]: x}
+        values, centred = {fm.inputs[0]: x}, {}
         trace = OrderedDict([(self.inputs[0].name, x)]) if keep else None
-        for op in self.ops:
+        for op, step in zip(self.ops, self._steps):
             args = [values[i] if i in values else graph.constant(fm, i) for i in op.input_indices]
-            outs = [graph.batched_shape(fm.tensors[i].shape, n) for i in op.output_indices]
-            y = self._impl(op, args, outs[0], fm.tensors[op.output_indices[0]].dtype)
+            out = fm.tensors[op.output_indices[0]]
+            y, yc = step(args, [centred.get(i) for i in op.input_indices[:1]], graph.batched_shape(out.shape, n),
+                         out.dtype)
             values[op.output_indices[0]] = y
+            if yc is not None:
+                centred[op.output_indices[0]] = yc
             if keep:
                 trace[op.outputs[0]] = y
         return values[fm.outputs[0]], trace
@@ -84,41 +88,58 @@ class QuantizedModel:
         return self._run(x, keep=True)[1]
 
 
-def _reference_ops(conv, depthwise, fc):
-    """The op table: name -> f(op, inputs, out_shape, out_dtype)."""
-    def run(op, a, shape, dtype):
-        q, name = op.quant, op.name
-        bias = a[2] if len(a) > 2 else None
-        if name == "CONV_2D":
-            return conv(a[0], a[1], bias, q, shape, dtype)
-        if name == "DEPTHWISE_CONV_2D":
-            return depthwise(a[0], a[1], bias, q, shape, dtype)
-        if name == "FULLY_CONNECTED":
-            return fc(a[0], a[1], bias, q, shape, dtype)
-        if name == "ADD":
-            return ops_ref.add(a[0], a[1], q, dtype)
-        if name == "MEAN":
-            return ops_ref.mean(a[0], q, shape, dtype)
-        if name == "AVERAGE_POOL_2D":
-            return ops_ref.average_pool_2d(a[0], q, shape, dtype)
-        if name == "SOFTMAX":
-            return ops_ref.softmax(a[0], q, dtype)
-        if name == "QUANTIZE":
-            return ops_ref.quantize(a[0], q, dtype)
-        if name == "DEQUANTIZE":
-            return ops_ref.dequantize(a[0], q)
-        if name == "PAD":
-            return ops_ref.pad(a[0], q, dtype)
-        if name == "RESHAPE":
-            return ops_ref.reshape(a[0], shape)
-        raise AssertionError(name)  # graph.check_mobilenet_v2 let an unsupported op through
-    return run
+def _simple(op, a, shape, dtype):
+    """The ops without weights, in NumPy (``ops_ref``) for every kernels mode but "xnnpack"."""
+    q, name = op.quant, op.name
+    if name == "ADD":
+        return ops_ref.add(a[0], a[1], q, dtype)
+    if name == "MEAN":
+        return ops_ref.mean(a[0], q, shape, dtype)
+    if name == "AVERAGE_POOL_2D":
+        return ops_ref.average_pool_2d(a[0], q, shape, dtype)
+    if name == "SOFTMAX":
+        return ops_ref.softmax(a[0], q, dtype)
+    if name == "QUANTIZE":
+        return ops_ref.quantize(a[0], q, dtype)
+    if name == "DEQUANTIZE":
+        return ops_ref.dequantize(a[0], q)
+    if name == "PAD":
+        return ops_ref.pad(a[0], q, dtype)
+    if name == "RESHAPE":
+        return ops_ref.reshape(a[0], shape)
+    raise AssertionError(name)  # graph.check_mobilenet_v2 let an unsupported op through
 
 
-def _implementation(kernels: str):
-    if kernels == "numpy":
-        return _reference_ops(ops_ref.conv_2d, ops_ref.depthwise_conv_2d, ops_ref.fully_connected)
-    if kernels == "reference":
-        return _implementation("numpy")  # TODO numba
-    from . import xnnpack
-    return xnnpack.implementation()
+_WEIGHTED = {"CONV_2D": ops_ref.conv_2d, "DEPTHWISE_CONV_2D": ops_ref.depthwise_conv_2d,
+             "FULLY_CONNECTED": ops_ref.fully_connected}
+
+
+def _bind(kernels: str, op, fm, centred: bool):
+    """step(inputs, centred_inputs, out_shape, out_dtype) -> (y, y_centred or None) for one op, its
+    weights bound (and packed) once. ``centred``: also return ``float32(y - zp)`` (for a Numba conv)."""
+    if kernels == "xnnpack":
+        from . import xnnpack
+        f = xnnpack.bind(op, fm)
+        return lambda a, c, shape, dtype: (f(a, shape, dtype), None)
+    fast = kernels == "reference" and op.name in kernels_fast_ops()
+    if not fast and op.name not in _WEIGHTED:
+        return lambda a, c, shape, dtype: (_simple(op, a, shape, dtype), None)
+    w = graph.constant(fm, op.input_indices[1]) if op.name in _WEIGHTED else None
+    bias = graph.constant(fm, op.input_indices[2]) if op.name in _WEIGHTED and len(op.input_indices) > 2 else None
+    if not fast:
+        f = _WEIGHTED[op.name]
+        return lambda a, c, shape, dtype: (f(a[0], w, bias, op.quant, shape, dtype), None)
+    from . import kernels_int8
+    k = kernels_int8.bind(op, w, bias, fm.tensors[op.input_indices[0]].dtype)
+    if op.name == "ADD":
+        return lambda a, c, shape, dtype: k.run(a[0], a[1], dtype, centred)
+    return lambda a, c, shape, dtype: k.run(a[0], c[0], shape, dtype, centred)
+
+
+def kernels_fast_ops():
+    return ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD")
+
+
+def _wants_centred(ops) -> set:
+    """Tensors (indices) read by a CONV_2D or DEPTHWISE_CONV_2D: their producers also emit float32(y - zp)."""
+    return {op.input_indices[0] for op in ops if op.name in ("CONV_2D", "DEPTHWISE_CONV_2D")}
