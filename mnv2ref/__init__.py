@@ -14,6 +14,13 @@ from .imagenet import decode_predictions, preprocess_input
 from .formats import load
 from .model import MobileNetV2, Model
 
+
+def load_tflite(path, *, kernels="reference"):
+    """A TFLite int8/uint8 MobileNetV2 as a ``QuantizedModel`` (``mnv2ref.tflite``; extra ``mnv2ref[tflite]``)."""
+    from .tflite import load_tflite as _load
+    return _load(path, kernels=kernels)
+
+
 __version__ = "0.1.0"
-__all__ = ["MobileNetV2", "Model", "load", "mobilenet_v2", "preprocess_input", "decode_predictions", "load_img",
+__all__ = ["MobileNetV2", "Model", "load", "load_tflite", "mobilenet_v2", "preprocess_input", "decode_predictions", "load_img",
            "img_to_array", "__version__"]

@@ -1,0 +1,342 @@
+"""Numba kernels for CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED, equal to ``ops_ref`` bit for bit.
+
+How an integer convolution runs on float kernels, exactly
+---------------------------------------------------------
+The accumulator of a quantized convolution is ``acc[c] = sum_k a_k * b_k`` with integers
+``a_k = x_k + in_off`` and ``b_k = w[c,k] + w_off``. Every partial sum, in any order, is bounded by
+``max|a| * sum_k |b_k|``. When that bound is below ``2^24`` for every output channel, float32
+represents every partial sum exactly, and a float32 multiply-add (fused or not) of such integers
+is exact: no rounding ever happens. So the project's register-blocked float32 kernels
+(``mnv2ref.kernels``: ``pointwise``, ``conv3x3``, ``depthwise3x3``) compute the exact integer
+accumulator from the centred input ``float32(x - zp_in)`` (zero padding == a skipped tap) and
+the centred weights. ``max|a|`` is taken over the input dtype's whole range, so the guarantee
+holds for every input. A layer whose bound reaches ``2^24`` is split along K into chunks that
+each stay below it (each chunk's sum is exact; the chunks are added as integers). The
+requantization (``+ bias``, ``MultiplyByQuantizedMultiplier`` per channel, ``+ zp_out``, clamp)
+then runs in a Numba epilogue over int64 with TFLite's int32 semantics (``_mbqm``). Other conv
+shapes (not 1x1 / 3x3, or a strided 1x1) take ``ops_ref`` (the same arithmetic, in NumPy).
+
+FULLY_CONNECTED (1280 x classes, < 1% of the work) is a direct Numba int64 loop with the
+double-precision requantization of the TFLite >= 2.20 reference kernel (``ops_ref.fully_connected``).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from mnv2ref import kernels as fk
+from mnv2ref.kernels._config import INLINE, JIT, PARALLEL, call
+
+from . import ops_ref
+
+EXACT_LIMIT = float(1 << 24)   # float32 holds every integer of magnitude <= 2^24
+
+
+@njit(**INLINE)
+def _wrap32(x):
+    return ((x + 2147483648) & 0xFFFFFFFF) - 2147483648
+
+
+@njit(**INLINE)
+def _mbqm(x, m, left, right, mask):
+    """``MultiplyByQuantizedMultiplier`` (double rounding), branch-free, on int32 lanes where it can.
+
+    ``x``, ``m`` int32; ``left = max(shift, 0)``, ``right = max(-shift, 0)``, ``mask = 2^right - 1``
+    (per channel, from ``_shifts``). ``m >= 0`` (``QuantizeMultiplier``), so SRDHM's
+    INT32_MIN * INT32_MIN case cannot occur. The casts keep LLVM on 32-bit lanes and a 32x32->64
+    multiply (``vpmuldq``); the int32 casts wrap like C++'s int32 arithmetic.
+    """
+    xs = np.int32(np.int64(x) << left)
+    ab = np.int64(xs) * np.int64(m)
+    t = ab + (1073741824 if ab >= 0 else -1073741823)          # nudge 2^30 or 1 - 2^30
+    h = np.int32((t + ((t >> 63) & 2147483647)) >> 31)          # C division by 2^31 (toward zero)
+    threshold = (mask >> 1) + (np.int32(1) if h < 0 else np.int32(0))
+    return np.int32((h >> right) + (np.int32(1) if (h & mask) > threshold else np.int32(0)))
+
+
+def _shifts(shift):
+    """Per-channel int32 ``(left, right, mask)`` for ``_mbqm`` from TFLite's signed shifts."""
+    shift = np.asarray(shift, np.int64)
+    left, right = np.maximum(shift, 0), np.maximum(-shift, 0)
+    return left.astype(np.int32), right.astype(np.int32), ((np.int64(1) << right) - 1).astype(np.int32)
+
+
+@njit(**PARALLEL)
+def _center(x, off, out):
+    """``out = float32(x + off)`` (flat arrays)."""
+    n = x.size
+    for i in prange(n):
+        out[i] = np.float32(np.int64(x[i]) + off)
+
+
+@njit(**PARALLEL)
+def _requantize(acc, bias, mult, left, right, mask, zp_out, amin, amax, y, yc):
+    """``y[p, c] = clamp(MBQM(int32(acc[p, c]) + bias[c], M[c], shift[c]) + zp_out)`` and
+    ``yc = float32(y - zp_out)`` (the centred input of the next convolution). ``acc`` holds exact
+    integers below 2^24 (float32); the int32 sum wraps like TFLite's accumulator."""
+    npix, c = acc.shape
+    for p in prange(npix):
+        for k in range(c):
+            a = np.int32(np.int64(np.int32(acc[p, k])) + np.int64(bias[k]))
+            v = np.int32(_mbqm(a, mult[k], left[k], right[k], mask[k]) + zp_out)
+            v = min(max(v, amin), amax)
+            y[p, k] = v
+            yc[p, k] = np.float32(v - zp_out)
+
+
+@njit(**PARALLEL)
+def _sum_chunks(acc, out):
+    """``out[p, c] = int32(sum_j acc[j, p, c])`` (wrapping): the accumulator of a layer split along K,
+    each chunk's float32 sum exact below 2^24."""
+    nchunk, npix, c = acc.shape
+    for p in prange(npix):
+        for k in range(c):
+            a = np.int64(0)
+            for j in range(nchunk):
+                a += np.int64(acc[j, p, k])
+            out[p, k] = np.int32(a)
+
+
+@njit(**PARALLEL)
+def _requantize_i32(acc, bias, mult, left, right, mask, zp_out, amin, amax, y, yc):
+    """``_requantize`` for an int32 accumulator (the sum of a K-split layer's chunks)."""
+    npix, c = acc.shape
+    for p in prange(npix):
+        for k in range(c):
+            a = np.int32(np.int64(acc[p, k]) + np.int64(bias[k]))
+            v = np.int32(_mbqm(a, mult[k], left[k], right[k], mask[k]) + zp_out)
+            v = min(max(v, amin), amax)
+            y[p, k] = v
+            yc[p, k] = np.float32(v - zp_out)
+
+
+@njit(**PARALLEL)
+def _add(x1, x2, off1, off2, ls, m1, l1, r1, k1, m2, l2, r2, k2, mo, lo, ro, ko, zp_out, amin, amax, y, yc):
+    """ADD (``ops_ref.add``) elementwise over flat arrays; ``yc`` as in ``_requantize``."""
+    n = x1.size
+    centred = yc.size == n
+    for i in prange(n):
+        a1 = _mbqm(np.int32((np.int64(x1[i]) + off1) << ls), m1, l1, r1, k1)
+        a2 = _mbqm(np.int32((np.int64(x2[i]) + off2) << ls), m2, l2, r2, k2)
+        v = np.int32(_mbqm(np.int32(np.int64(a1) + np.int64(a2)), mo, lo, ro, ko) + zp_out)
+        v = min(max(v, amin), amax)
+        y[i] = v
+        if centred:
+            yc[i] = np.float32(v - zp_out)
+
+
+@njit(**PARALLEL)
+def _fully_connected(x, w, bias, in_off, w_off, scale, zp_out, amin, amax, y):
+    """``y[b, c] = clamp((int32) round(double(acc) * scale[c]) + zp_out)`` with the int32 accumulator."""
+    nb, k = x.shape
+    cout = w.shape[0]
+    for c in prange(cout):
+        for b in range(nb):
+            acc = np.int64(0)
+            for i in range(k):
+                acc += (np.int64(w[c, i]) + w_off) * (np.int64(x[b, i]) + in_off)
+            v = np.float64(_wrap32(acc + bias[c])) * scale[c]
+            t = np.trunc(v)
+            if abs(v - t) >= 0.5:
+                t += 1.0 if v > 0 else -1.0
+            r = np.int64(t) + zp_out
+            y[b, c] = min(max(r, amin), amax)
+
+
+def _chunks(b_abs: np.ndarray, max_a: int) -> list:
+    """Split K (axis 1 of ``b_abs``: |centred weight| per (channel, k)) into ranges whose
+    per-channel partial sums of ``max_a * |b|`` stay below 2^24 (greedy, contiguous)."""
+    limit = EXACT_LIMIT / max_a
+    out, start, run = [], 0, np.zeros(b_abs.shape[0])
+    for k in range(b_abs.shape[1]):
+        if np.any(run + b_abs[:, k] >= limit):
+            if k == start:
+                raise ValueError("a single weight exceeds the exact float32 range")  # |w| > 2^24/255
+            out.append((start, k))
+            start, run = k, np.zeros(b_abs.shape[0])
+        run = run + b_abs[:, k]
+    out.append((start, b_abs.shape[1]))
+    return out
+
+
+def _max_centred(dtype, zp: int) -> int:
+    info = np.iinfo(dtype)
+    return max(zp - int(info.min), int(info.max) - zp, 1)
+
+
+_NO_CENTRED = np.empty((0, 1), np.float32)
+
+
+class _Conv:
+    """A CONV_2D or DEPTHWISE_CONV_2D bound to its weights (centred and packed once).
+
+    ``run(x, xc, out_shape, out_dtype, centred)`` -> ``(y, yc)``: ``xc`` is ``float32(x - zp_in)`` if
+    the producer made it (else None), ``yc`` the same for ``y`` when ``centred`` (else None).
+    """
+
+    def __init__(self, op, w, bias, in_dtype):
+        q = op.quant
+        self.q, self.name = q, op.name
+        dw = op.name == "DEPTHWISE_CONV_2D"
+        cout = w.shape[3] if dw else w.shape[0]
+        self.bias = np.zeros(cout, np.int32) if bias is None else bias.astype(np.int32)
+        self.mult = np.ascontiguousarray(q["multiplier"], np.int32)
+        self.left, self.right, self.mask = _shifts(q["shift"])
+        self.w_raw, self.bias_raw = w, bias
+        wc = w.astype(np.int64) + q["filter_offset"]
+        max_a = _max_centred(in_dtype, -q["input_offset"])
+        kh, kw = w.shape[1:3]
+        square = q["stride"][0] == q["stride"][1] in (1, 2)
+        self.kind = None
+        if dw and (kh, kw) == (3, 3) and q["depth_multiplier"] == 1 and square:
+            if max_a * np.abs(wc[0]).reshape(9, -1).sum(0).max() < EXACT_LIMIT:
+                self.kind = "depthwise"
+                self.w33 = np.ascontiguousarray(wc[0]).astype(np.float32)         # (3, 3, C)
+        elif not dw and (kh, kw) == (1, 1) and q["stride"] == (1, 1) and q["pad"] == (0, 0):
+            self.kind = "pointwise"
+            m = wc[:, 0, 0, :]                                                     # (Cout, Cin)
+            self.chunks = _chunks(np.abs(m).astype(np.float64), max_a)
+            self.packed = [fk.pack_pointwise(np.ascontiguousarray(m[:, a:b].T).astype(np.float32))
+                           for a, b in self.chunks]
+        elif not dw and (kh, kw) == (3, 3) and square:
+            if max_a * np.abs(wc).reshape(wc.shape[0], -1).sum(1).max() < EXACT_LIMIT:
+                self.kind = "conv3x3"
+                self.hwio = np.ascontiguousarray(wc.transpose(1, 2, 3, 0)).astype(np.float32)
+        self.zero = np.zeros(cout, np.float32)
+        self._tiled = None
+
+    def _epilogue(self, kernel, acc, y, yc):
+        """Requantize (P, C) row blocks of ``T`` pixels at once (a long inner loop LLVM vectorises well,
+        per-channel parameters tiled ``T`` times), then the leftover pixels."""
+        q, (npix, c) = self.q, acc.shape
+        t = max(1, 256 // c)
+        if self._tiled is None:
+            self._tiled = [np.tile(v, t) for v in (self.bias, self.mult, self.left, self.right, self.mask)]
+        consts = (np.int32(q["output_offset"]), np.int32(q["act_min"]), np.int32(q["act_max"]))
+        main = npix - npix % t
+        if main:
+            call(kernel, acc[:main].reshape(-1, c * t), *self._tiled, *consts,
+                 y[:main].reshape(-1, c * t), yc[:main].reshape(-1, c * t))
+        if main < npix:
+            call(kernel, acc[main:], self.bias, self.mult, self.left, self.right, self.mask, *consts,
+                 y[main:], yc[main:])
+
+    def _pads(self, x_shape, out_shape, k=3):
+        (h, w), (oh, ow) = x_shape[1:3], out_shape[1:3]
+        s = self.q["stride"][0]
+        top, left = self.q["pad"]
+        return ((top, max((oh - 1) * s + k - h - top, 0)), (left, max((ow - 1) * s + k - w - left, 0)))
+
+    def run(self, x, xc, out_shape, out_dtype, centred=False):
+        q = self.q
+        if self.kind is None:
+            f = ops_ref.depthwise_conv_2d if self.name == "DEPTHWISE_CONV_2D" else ops_ref.conv_2d
+            y = f(x, self.w_raw, self.bias_raw, q, out_shape, out_dtype)
+            return y, (center(y, -q["output_offset"]) if centred else None)
+        if xc is None:
+            xc = center(x, -q["input_offset"])
+        cout = out_shape[3]
+        if self.kind == "pointwise":
+            acc = np.empty((len(self.chunks),) + tuple(out_shape), np.float32)
+            for j, ((a, b), packed) in enumerate(zip(self.chunks, self.packed)):
+                xin = xc if len(self.chunks) == 1 else np.ascontiguousarray(xc[..., a:b])
+                fk.pointwise(xin, packed, self.zero, False, out=acc[j])
+        elif self.kind == "depthwise":
+            acc = fk.depthwise3x3(xc, self.w33, self.zero, q["stride"][0], self._pads(x.shape, out_shape),
+                                  relu6=False)[None]
+        else:
+            acc = fk.conv3x3(xc, self.hwio, self.zero, q["stride"][0], self._pads(x.shape, out_shape),
+                             relu6=False)[None]
+        if acc.shape[1:] != tuple(out_shape):  # pragma: no cover - the plan's shapes are TFLite's
+            raise ValueError(f"{self.name}: kernel output {acc.shape[1:]} != tensor shape {tuple(out_shape)}")
+        y = np.empty(out_shape, out_dtype)
+        yc = np.empty(out_shape, np.float32)   # written always: nearly every output feeds a convolution
+        acc2 = acc.reshape(acc.shape[0], -1, cout)
+        kernel = _requantize
+        if acc.shape[0] > 1:
+            summed = np.empty(acc2.shape[1:], np.int32)
+            call(_sum_chunks, acc2, summed)
+            acc2, kernel = summed[None], _requantize_i32
+        self._epilogue(kernel, acc2[0], y.reshape(-1, cout), yc.reshape(-1, cout))
+        return y, yc
+
+
+def center(x, zp) -> np.ndarray:
+    """``float32(x - zp)``: the centred float32 copy of an integer tensor (Numba)."""
+    xc = np.empty(x.shape, np.float32)
+    call(_center, np.ascontiguousarray(x).reshape(-1), np.int64(-zp), xc.reshape(-1))
+    return xc
+
+
+class _Add:
+    def __init__(self, op):
+        q = self.q = op.quant
+        self.args = [np.int64(q["input1_offset"]), np.int64(q["input2_offset"]), np.int64(q["left_shift"])]
+        for m, sh in ((q["input1_multiplier"], q["input1_shift"]), (q["input2_multiplier"], q["input2_shift"]),
+                      (q["output_multiplier"], q["output_shift"])):
+            left, right, mask = _shifts(sh)
+            self.args += [np.int32(m), left.item(), right.item(), mask.item()]
+        self.args = [np.int32(v) for v in self.args]
+        self.args += [np.int32(q["output_offset"]), np.int32(q["act_min"]), np.int32(q["act_max"])]
+
+    def run(self, x1, x2, out_dtype, centred=False):
+        y = np.empty(x1.shape, out_dtype)
+        yc = np.empty(x1.shape, np.float32) if centred else _NO_CENTRED[0]  # an ADD may feed only an ADD
+        call(_add, np.ascontiguousarray(x1).reshape(-1), np.ascontiguousarray(x2).reshape(-1), *self.args,
+             y.reshape(-1), yc.reshape(-1))
+        return y, (yc if centred else None)
+
+
+class _FullyConnected:
+    def __init__(self, op, w, bias):
+        self.q = op.quant
+        self.w = np.ascontiguousarray(w)
+        self.bias = np.zeros(w.shape[0], np.int64) if bias is None else bias.astype(np.int64)
+        self.scale = np.ascontiguousarray(self.q["effective_scale"], np.float64)
+
+    def run(self, x, xc, out_shape, out_dtype, centred=False):
+        q = self.q
+        x2 = np.ascontiguousarray(x.reshape(-1, self.w.shape[1]))
+        y = np.empty((x2.shape[0], self.w.shape[0]), out_dtype)
+        call(_fully_connected, x2, self.w, self.bias, np.int64(q["input_offset"]), np.int64(q["filter_offset"]),
+             self.scale, np.int64(q["output_offset"]), np.int64(q["act_min"]), np.int64(q["act_max"]), y)
+        y = y.reshape(out_shape)
+        return y, (center(y, q["output_offset"]) if centred else None)
+
+
+def bind(op, w, bias, in_dtype):
+    """The fast kernel of one CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED / ADD op (``.run``)."""
+    if op.name == "ADD":
+        return _Add(op)
+    if op.name == "FULLY_CONNECTED":
+        return _FullyConnected(op, w, bias)
+    return _Conv(op, w, bias, in_dtype)
+
+
+# Checked wrappers with the ops_ref signatures (the oracle's twins, used by the tests).
+def conv_2d(x, w, bias, q, out_shape, out_dtype):
+    return _bound("CONV_2D", x, w, bias, q).run(x, None, out_shape, out_dtype)[0]
+
+
+def depthwise_conv_2d(x, w, bias, q, out_shape, out_dtype):
+    return _bound("DEPTHWISE_CONV_2D", x, w, bias, q).run(x, None, out_shape, out_dtype)[0]
+
+
+def fully_connected(x, w, bias, q, out_shape, out_dtype):
+    return _bound("FULLY_CONNECTED", x, w, bias, q).run(x, None, out_shape, out_dtype)[0]
+
+
+def add(x1, x2, q, out_dtype):
+    return _Add(_Op("ADD", q)).run(np.asarray(x1), np.asarray(x2), out_dtype)[0]
+
+
+class _Op:
+    def __init__(self, name, q):
+        self.name, self.quant = name, q
+
+
+def _bound(name, x, w, bias, q):
+    x = np.asarray(x)
+    if x.dtype not in (np.int8, np.uint8):
+        raise ValueError(f"{name}: x must be int8 or uint8, got {x.dtype}")
+    return bind(_Op(name, q), np.asarray(w), None if bias is None else np.asarray(bias), x.dtype)
