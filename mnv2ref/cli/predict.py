@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from . import common
+from . import common, tflite
 
 OUT_EXT = {"json": (".json", ".jsonl", ".ndjson"), "csv": (".csv",)}
 CSV_FIELDS = ("file", "rank", "class_index", "wnid", "label", "score", "error")
@@ -54,6 +54,7 @@ def add_parser(sub):
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar on stderr (default: when stderr is a terminal and there is more than one batch)")
     p.set_defaults(func=run)
+    tflite.extend(p, "predict")  # --tflite FILE, --labels, --kernels, --pixels (cli/tflite.py)
     return p
 
 

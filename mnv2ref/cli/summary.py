@@ -5,7 +5,7 @@ import argparse
 import json
 from importlib import resources
 
-from . import common
+from . import common, tflite
 
 CONVENTION = ("MACs: 1 multiply + 1 add = 1; convolutions, depthwise convolutions and the classifier only "
               "(batch-norm, ReLU6, padding, residual adds and pooling count 0). Params: every array, batch-norm's "
@@ -32,6 +32,7 @@ def add_parsers(sub):
                    help="the compact stage view of the paper's Table 2 (input, operator, t, c, n, s) instead")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run_summary)
+    tflite.extend(p, "summary")  # --tflite FILE, --op (cli/tflite.py)
 
     t = sub.add_parser(
         "table", help="the 22 published models: computed vs published multiply-adds and parameters",

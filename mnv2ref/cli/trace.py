@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 
-from . import common
+from . import common, tflite
 
 
 def add_parsers(sub):
@@ -43,6 +43,7 @@ def add_parsers(sub):
     p.add_argument("--compress", action="store_true", help="np.savez_compressed instead of np.savez")
     p.add_argument("--json", action="store_true", help="print the per-layer statistics as JSON")
     p.set_defaults(func=run_trace)
+    tflite.extend(p, "trace")  # --tflite FILE, --kernels, --pixels (cli/tflite.py)
 
     c = sub.add_parser(
         "compare", help="two trace .npz files, layer by layer: max abs / relative error, first failing layer",
@@ -68,6 +69,7 @@ def add_parsers(sub):
     c.add_argument("--failures-only", action="store_true", help="print only the failing layers and the verdict")
     c.add_argument("--json", action="store_true", help="machine-readable output")
     c.set_defaults(func=run_compare)
+    tflite.extend(c, "compare")  # integer traces: exact comparison (cli/tflite.py)
 
 
 # -- trace ----------------------------------------------------------------------------------------------------------
