@@ -65,3 +65,17 @@ def test_coral_batch_equals_one_by_one(coral, coral_golden):
     y = coral.predict(x)
     for i, n in enumerate(("bird", "noise")):
         np.testing.assert_array_equal(y[i:i + 1], arrays[f"ref/{n}"])
+
+
+@pytest.mark.parametrize("name", ["bird", "zeros", "all255", "noise"])
+def test_coral_xnnpack_mode_equals_default_resolver(coral_golden, name):
+    """kernels="xnnpack" reproduces TFLite's default path (OpResolverType.AUTO) on the Coral file."""
+    _, arrays = coral_golden
+    m = mnv2ref.load_tflite(CORAL_MODEL, kernels="xnnpack")
+    np.testing.assert_array_equal(m.predict(arrays[f"input/{name}"]), arrays[f"auto/{name}"])
+
+
+def test_coral_reference_and_default_paths_differ(coral_golden):
+    """The two TFLite paths are not bit-identical (why kernels= exists): on the photo they differ."""
+    _, arrays = coral_golden
+    assert not np.array_equal(arrays["ref/bird"], arrays["auto/bird"])
