@@ -53,16 +53,29 @@ def _describe(alpha, include_top, classes):
 
 
 def guess_config(file_layers) -> str:
-    """A human hint: which alpha / top the file's shapes look like (used in error messages)."""
+    """A human hint: which alpha / top the file's shapes look like (used in error messages).
+
+    Alpha comes from ``fitting_alphas`` (the one inference, also ``infer_alpha``'s): from Conv1's width
+    alone, and from all 19 widths when the file has the 104 backbone layers in front.
+    """
     try:
-        stem = file_layers[0].weights[0][1].shape[-1]
+        stem = int(file_layers[0].weights[0][1].shape[-1])
         last = [l for l in file_layers if len(l.weights) == 1][-1].weights[0][1].shape[-1]
-    except (IndexError, AttributeError):
+    except (IndexError, AttributeError, TypeError):
         return "no MobileNetV2 layout recognised"
-    alphas = [a for a in arch.IMAGENET_ALPHAS if arch.stem_channels(a) == stem]
+    alphas, _ = fitting_alphas((stem,) + (None,) * (len(width_signature(1.0)) - 1))
+    hint = f"Conv1 has {stem} filters (alpha in {alphas or '?'})"
+    if len(file_layers) >= 104:
+        try:
+            official, span = fitting_alphas(file_signature(file_layers[:104]))
+        except ValueError:
+            official, span = [], None
+        hint += ("; its 19 layer widths fit " + (
+            f"alpha={official[0]}" if official else
+            f"no official alpha, any alpha from about {span[0]:.4g} to {span[1]:.4g}" if span else "no alpha"))
     dense = [l for l in file_layers if len(l.weights) == 2]
     top = f"with a top of {dense[-1].weights[0][1].shape[-1]} classes" if dense else "without top"
-    return f"Conv1 has {stem} filters (alpha in {alphas or '?'}), {len(file_layers)} layers with weights, {top}" + (
+    return f"{hint}, {len(file_layers)} layers with weights, {top}" + (
         f", last layer {last} wide" if not dense else "")
 
 
@@ -259,6 +272,27 @@ def _describe_signature(sig: tuple) -> str:
     return f"Conv1 {sig[0]}, blocks {list(sig[1:-1])}, Conv_1 {sig[-1]}"
 
 
+def fitting_alphas(widths) -> tuple[list[float], tuple[float, float] | None]:
+    """Which alphas reproduce ``widths``: the 19-entry width signature, ``None`` where a width is unknown.
+
+    Returns (the official alphas that fit, in ``arch.IMAGENET_ALPHAS`` order; (lo, hi), the smallest and
+    largest alpha in (0, ``MAX_ALPHA``] that fits, or None if none does). The one inference of alpha from
+    widths: ``infer_alpha`` (a file's full signature) and ``guess_config`` (error hints, partial) use it.
+    """
+    widths = tuple(widths)
+
+    def fits(sig):
+        return all(w is None or w == s for w, s in zip(widths, sig))
+
+    official = [a for a in arch.IMAGENET_ALPHAS if fits(width_signature(a))]
+    table = _signature_table()
+    if all(w is not None for w in widths):
+        samples = table.get(widths, [])
+    else:
+        samples = [a for sig, alphas in table.items() if fits(sig) for a in alphas]
+    return official, ((min(samples), max(samples)) if samples else None)
+
+
 def infer_alpha(backbone, hint: float | None = None, path: str = "") -> tuple[float, str | None]:
     """(alpha, note) from the widths of the file's 104 backbone layers.
 
@@ -268,13 +302,12 @@ def infer_alpha(backbone, hint: float | None = None, path: str = "") -> tuple[fl
     layer if no alpha reproduces them.
     """
     sig = file_signature(backbone, path)
-    for a in arch.IMAGENET_ALPHAS:
-        if width_signature(a) == sig:
-            return a, None
+    official, span = fitting_alphas(sig)
+    if official:  # the official alphas' signatures all differ: at most one fits
+        return official[0], None
     if hint is not None and hint > 0 and width_signature(hint) == sig:
         return float(hint), None
-    fits = _signature_table().get(sig)
-    if not fits:
+    if span is None:
         where = f"{path!r}: " if path else ""
         near = min(arch.IMAGENET_ALPHAS, key=lambda a: sum(x != y for x, y in zip(width_signature(a), sig)))
         want = width_signature(near)
@@ -284,7 +317,7 @@ def infer_alpha(backbone, hint: float | None = None, path: str = "") -> tuple[fl
             f"{where}no width multiplier alpha (0 < alpha <= {MAX_ALPHA}) reproduces the file's channel counts "
             f"({_describe_signature(sig)}); the nearest official alpha {near} differs at layer {name!r}: "
             f"{sig[i]} output channels in the file, {want[i]} for alpha={near}")
-    lo, hi = min(fits), max(fits)
+    lo, hi = span
     alpha = _shortest_decimal(sig, lo, hi)
     return alpha, (f"the channel counts ({_describe_signature(sig)}) fit no official alpha and every alpha from "
                    f"about {lo:.4g} to {hi:.4g} reproduces them; using alpha={alpha} (same network whichever "

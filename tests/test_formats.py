@@ -297,3 +297,15 @@ def test_weights_only_dense_on_other_features_is_not_taken_as_classifier(tmp_pat
     with pytest.warns(UserWarning, match=r"ignored the layers with weights 'dense' \[\(11520, 4\), \(4,\)\]"):
         m = mnv2ref.load(tmp_path / "w.h5")
     assert not m.include_top
+
+
+def test_error_hint_uses_the_same_alpha_inference():
+    """guess_config (error messages) and infer_alpha work out alpha with one function, fitting_alphas."""
+    layers = layers_of(convert.random_raw(0.6, include_top=False), 0.6)
+    alpha, note = convert.infer_alpha(layers)
+    official, (lo, hi) = convert.fitting_alphas(convert.file_signature(layers))
+    assert official == [] and lo <= alpha <= hi and f"about {lo:.4g} to {hi:.4g}" in note
+    assert f"fit no official alpha, any alpha from about {lo:.4g} to {hi:.4g}" in convert.guess_config(layers)
+    assert "its 19 layer widths fit alpha=0.5," in convert.guess_config(
+        layers_of(convert.random_raw(0.5, include_top=False), 0.5))
+    assert convert.fitting_alphas((16,) + (None,) * 18)[0] == [0.35, 0.5]  # Conv1's width alone

@@ -6,30 +6,17 @@ import numpy as np
 import pytest
 
 import mnv2ref
-from mnv2ref import arch, convert, h5io
+from mnv2ref import arch, convert, h5io, testing
 
 from h5tools import layers_from_raw, read_file_layers, write_legacy
 
 ALPHA, HW = 0.35, (96, 96)
 
 
-def realistic_raw(alpha=ALPHA, include_top=True, classes=1000, seed=1):
-    """Random weights with non-trivial batch-norm (so swapped BN arrays change the output)."""
-    raw = convert.random_raw(alpha, include_top, classes, seed)
-    rng = np.random.default_rng(seed + 100)
-    for name, d in raw.items():
-        if "gamma" in d:
-            c = d["gamma"].shape
-            d.update(gamma=rng.uniform(0.5, 1.5, c), beta=rng.normal(0, 0.2, c),
-                     moving_mean=rng.normal(0, 0.5, c), moving_variance=rng.uniform(0.5, 2, c))
-        if name == "predictions":
-            d["bias"] = rng.normal(0, 0.1, d["bias"].shape)
-    return {k: {n: a.astype(np.float32) for n, a in d.items()} for k, d in raw.items()}
-
-
 @pytest.fixture(scope="module")
 def raw():
-    return realistic_raw()
+    """The shared recipe's weights (non-trivial batch norm, so swapped BN arrays change the output)."""
+    return testing.realistic_raw(ALPHA, seed=1)
 
 
 @pytest.fixture(scope="module")
