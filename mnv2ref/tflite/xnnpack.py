@@ -83,6 +83,13 @@ def conv_scales(fm, op):
     return (_f32(x.scale[0]) * sw) / _f32(y.scale[0])
 
 
+def epilogue(fm, op) -> dict:
+    """The fp32 requantization of a CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED: scale and clamp."""
+    out = fm.tensors[op.output_indices[0]]
+    lo, hi = activation_range(op.options.get("activation", "NONE"), out.scale[0], int(out.zero_point[0]), out.dtype)
+    return dict(scale=conv_scales(fm, op), act_min=lo, act_max=hi)
+
+
 def add(x1, x2, p, out_dtype):
     """ADD with XNNPACK's 20-bit multipliers (``qs8-vadd`` / ``qu8-vadd``)."""
     acc = p["bias"] + x1.astype(np.int64) * p["a_multiplier"] + x2.astype(np.int64) * p["b_multiplier"]
