@@ -111,6 +111,32 @@ def _requantize_i32(acc, bias, mult, left, right, mask, zp_out, amin, amax, y, y
 
 
 @njit(**PARALLEL)
+def _requantize_fp32(acc, bias, scale, zp_out, amin, amax, y, yc):
+    """XNNPACK's fp32 requantization (``kernels="xnnpack"``): ``clamp(rne(float32(acc + bias) * scale[c]) + zp)``."""
+    npix, c = acc.shape
+    for p in prange(npix):
+        for k in range(c):
+            a = np.int32(np.int64(np.int32(acc[p, k])) + np.int64(bias[k]))
+            v = np.int32(np.rint(np.float32(a) * scale[k])) + zp_out
+            v = min(max(v, amin), amax)
+            y[p, k] = v
+            yc[p, k] = np.float32(v - zp_out)
+
+
+@njit(**PARALLEL)
+def _requantize_fp32_i32(acc, bias, scale, zp_out, amin, amax, y, yc):
+    """``_requantize_fp32`` for an int32 accumulator (a K-split layer)."""
+    npix, c = acc.shape
+    for p in prange(npix):
+        for k in range(c):
+            a = np.int32(np.int64(acc[p, k]) + np.int64(bias[k]))
+            v = np.int32(np.rint(np.float32(a) * scale[k])) + zp_out
+            v = min(max(v, amin), amax)
+            y[p, k] = v
+            yc[p, k] = np.float32(v - zp_out)
+
+
+@njit(**PARALLEL)
 def _add(x1, x2, off1, off2, ls, m1, l1, r1, k1, m2, l2, r2, k2, mo, lo, ro, ko, zp_out, amin, amax, y, yc):
     """ADD (``ops_ref.add``) elementwise over flat arrays; ``yc`` as in ``_requantize``."""
     n = x1.size
@@ -174,9 +200,9 @@ class _Conv:
     the producer made it (else None), ``yc`` the same for ``y`` when ``centred`` (else None).
     """
 
-    def __init__(self, op, w, bias, in_dtype):
+    def __init__(self, op, w, bias, in_dtype, xnn=None):
         q = op.quant
-        self.q, self.name = q, op.name
+        self.q, self.name, self.xnn = q, op.name, xnn
         dw = op.name == "DEPTHWISE_CONV_2D"
         cout = w.shape[3] if dw else w.shape[0]
         self.bias = np.zeros(cout, np.int32) if bias is None else bias.astype(np.int32)
@@ -203,23 +229,29 @@ class _Conv:
                 self.kind = "conv3x3"
                 self.hwio = np.ascontiguousarray(wc.transpose(1, 2, 3, 0)).astype(np.float32)
         self.zero = np.zeros(cout, np.float32)
+        if xnn is None:    # TFLite reference: MBQM with per-channel multiplier and shift
+            self._params = (self.bias, self.mult, self.left, self.right, self.mask)
+            self._kernels = (_requantize, _requantize_i32)
+            self._consts = (np.int32(q["output_offset"]), np.int32(q["act_min"]), np.int32(q["act_max"]))
+        else:              # XNNPACK: float32 scale, ties to even
+            self._params = (self.bias, np.ascontiguousarray(xnn["scale"], np.float32))
+            self._kernels = (_requantize_fp32, _requantize_fp32_i32)
+            self._consts = (np.int32(q["output_offset"]), np.int32(xnn["act_min"]), np.int32(xnn["act_max"]))
         self._tiled = None
 
     def _epilogue(self, kernel, acc, y, yc):
         """Requantize (P, C) row blocks of ``T`` pixels at once (a long inner loop LLVM vectorises well,
         per-channel parameters tiled ``T`` times), then the leftover pixels."""
-        q, (npix, c) = self.q, acc.shape
+        npix, c = acc.shape
         t = max(1, 256 // c)
         if self._tiled is None:
-            self._tiled = [np.tile(v, t) for v in (self.bias, self.mult, self.left, self.right, self.mask)]
-        consts = (np.int32(q["output_offset"]), np.int32(q["act_min"]), np.int32(q["act_max"]))
+            self._tiled = [np.tile(v, t) for v in self._params]
         main = npix - npix % t
         if main:
-            call(kernel, acc[:main].reshape(-1, c * t), *self._tiled, *consts,
+            call(kernel, acc[:main].reshape(-1, c * t), *self._tiled, *self._consts,
                  y[:main].reshape(-1, c * t), yc[:main].reshape(-1, c * t))
         if main < npix:
-            call(kernel, acc[main:], self.bias, self.mult, self.left, self.right, self.mask, *consts,
-                 y[main:], yc[main:])
+            call(kernel, acc[main:], *self._params, *self._consts, y[main:], yc[main:])
 
     def _pads(self, x_shape, out_shape, k=3):
         (h, w), (oh, ow) = x_shape[1:3], out_shape[1:3]
@@ -230,8 +262,15 @@ class _Conv:
     def run(self, x, xc, out_shape, out_dtype, centred=False):
         q = self.q
         if self.kind is None:
-            f = ops_ref.depthwise_conv_2d if self.name == "DEPTHWISE_CONV_2D" else ops_ref.conv_2d
-            y = f(x, self.w_raw, self.bias_raw, q, out_shape, out_dtype)
+            dw = self.name == "DEPTHWISE_CONV_2D"
+            if self.xnn is None:
+                f = ops_ref.depthwise_conv_2d if dw else ops_ref.conv_2d
+                y = f(x, self.w_raw, self.bias_raw, q, out_shape, out_dtype)
+            else:
+                from .xnnpack import requantize_fp32
+                f = ops_ref.depthwise_accumulator if dw else ops_ref.conv_accumulator
+                y = requantize_fp32(f(x, self.w_raw, self.bias_raw, q, out_shape), self.xnn["scale"],
+                                    q["output_offset"], self.xnn["act_min"], self.xnn["act_max"], out_dtype)
             return y, (center(y, -q["output_offset"]) if centred else None)
         if xc is None:
             xc = center(x, -q["input_offset"])
@@ -252,11 +291,11 @@ class _Conv:
         y = np.empty(out_shape, out_dtype)
         yc = np.empty(out_shape, np.float32)   # written always: nearly every output feeds a convolution
         acc2 = acc.reshape(acc.shape[0], -1, cout)
-        kernel = _requantize
+        kernel = self._kernels[0]
         if acc.shape[0] > 1:
             summed = np.empty(acc2.shape[1:], np.int32)
             call(_sum_chunks, acc2, summed)
-            acc2, kernel = summed[None], _requantize_i32
+            acc2, kernel = summed[None], self._kernels[1]
         self._epilogue(kernel, acc2[0], y.reshape(-1, cout), yc.reshape(-1, cout))
         return y, yc
 
@@ -304,13 +343,16 @@ class _FullyConnected:
         return y, (center(y, q["output_offset"]) if centred else None)
 
 
-def bind(op, w, bias, in_dtype):
-    """The fast kernel of one CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED / ADD op (``.run``)."""
+def bind(op, w, bias, in_dtype, xnn=None):
+    """The fast kernel of one CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED / ADD op (``.run``).
+
+    ``xnn``: ``dict(scale, act_min, act_max)`` for XNNPACK's fp32 requantization (``kernels="xnnpack"``;
+    convolutions only), else TFLite's reference arithmetic."""
     if op.name == "ADD":
         return _Add(op)
     if op.name == "FULLY_CONNECTED":
         return _FullyConnected(op, w, bias)
-    return _Conv(op, w, bias, in_dtype)
+    return _Conv(op, w, bias, in_dtype, xnn)
 
 
 # Checked wrappers with the ops_ref signatures (the oracle's twins, used by the tests).

@@ -44,7 +44,7 @@ class QuantizedModel:
         self.tensors = {t.name: t for t in self._fm.tensors}
         self.inputs = [self._fm.tensors[i] for i in self._fm.inputs]
         self.outputs = [self._fm.tensors[i] for i in self._fm.outputs]
-        want = _wants_centred(self.ops) if kernels == "reference" else set()
+        want = _wants_centred(self.ops) if kernels != "numpy" else set()
         self._steps = [_bind(kernels, op, self._fm, op.output_indices[0] in want) for op in self.ops]
 
     def __repr__(self):
@@ -119,6 +119,12 @@ def _bind(kernels: str, op, fm, centred: bool):
     weights bound (and packed) once. ``centred``: also return ``float32(y - zp)`` (for a Numba conv)."""
     if kernels == "xnnpack":
         from . import xnnpack
+        if op.name in ("CONV_2D", "DEPTHWISE_CONV_2D"):   # Numba accumulators, XNNPACK's epilogue
+            from . import kernels_int8
+            w = graph.constant(fm, op.input_indices[1])
+            bias = graph.constant(fm, op.input_indices[2]) if len(op.input_indices) > 2 else None
+            k = kernels_int8.bind(op, w, bias, fm.tensors[op.input_indices[0]].dtype, xnnpack.epilogue(fm, op))
+            return lambda a, c, shape, dtype: k.run(a[0], c[0], shape, dtype, centred)
         f = xnnpack.bind(op, fm)
         return lambda a, c, shape, dtype: (f(a, shape, dtype), None)
     fast = kernels == "reference" and op.name in kernels_fast_ops()

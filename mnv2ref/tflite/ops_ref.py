@@ -43,6 +43,41 @@ def _tap(xp, i, j, q, oh, ow):
     return xp[:, i * dh: i * dh + sh * (oh - 1) + 1: sh, j * dw: j * dw + sw * (ow - 1) + 1: sw, :]
 
 
+def conv_accumulator(x, w, bias, q, out_shape):
+    """The int32 accumulator of CONV_2D (before requantization), ``(N, OH, OW, Cout)`` int64 values."""
+    _, oh, ow, cout = out_shape
+    kh, kw = w.shape[1:3]
+    xp = _padded(x, q, kh, kw, oh, ow)
+    wf = w.astype(np.float64) + q["filter_offset"]
+    acc = np.zeros((x.shape[0], oh, ow, cout), np.float64)
+    for i in range(kh):
+        for j in range(kw):
+            acc += _tap(xp, i, j, q, oh, ow) @ wf[:, i, j, :].T       # (N,OH,OW,Cin) @ (Cin,Cout)
+    return wrap32(acc.astype(np.int64) + (bias if bias is not None else 0))
+
+
+def depthwise_accumulator(x, w, bias, q, out_shape):
+    """The int32 accumulator of DEPTHWISE_CONV_2D, ``(N, OH, OW, C*m)`` int64 values."""
+    _, oh, ow, cout = out_shape
+    kh, kw = w.shape[1:3]
+    m = q["depth_multiplier"]
+    xp = _padded(np.repeat(x, m, axis=3) if m > 1 else x, q, kh, kw, oh, ow)
+    wf = w.astype(np.float64) + q["filter_offset"]
+    acc = np.zeros((x.shape[0], oh, ow, cout), np.float64)
+    for i in range(kh):
+        for j in range(kw):
+            acc += _tap(xp, i, j, q, oh, ow) * wf[0, i, j, :]
+    return wrap32(acc.astype(np.int64) + (bias if bias is not None else 0))
+
+
+def fc_accumulator(x, w, bias, q):
+    """The int32 accumulator of FULLY_CONNECTED, ``(B, Cout)`` int64 values (``B = x.size / K``)."""
+    k = w.shape[1]
+    xf = x.reshape(-1, k).astype(np.float64) + q["input_offset"]
+    acc = xf @ (w.astype(np.float64) + q["filter_offset"]).T                 # (B, K) @ (K, Cout)
+    return wrap32(acc.astype(np.int64) + (bias if bias is not None else 0))
+
+
 def conv_2d(x, w, bias, q, out_shape, out_dtype):
     """CONV_2D. ``reference/integer_ops/conv.h`` ``ConvPerChannel`` (int8) and ``reference/conv.h``
     ``Conv`` (uint8, per tensor, ``filter_offset = -zp_w``)::
@@ -52,16 +87,7 @@ def conv_2d(x, w, bias, q, out_shape, out_dtype):
 
     taps outside the image are skipped. ``x (N,H,W,Cin)``, ``w (Cout,KH,KW,Cin)`` -> ``(N,OH,OW,Cout)``.
     """
-    _, oh, ow, cout = out_shape
-    kh, kw = w.shape[1:3]
-    xp = _padded(x, q, kh, kw, oh, ow)
-    wf = w.astype(np.float64) + q["filter_offset"]
-    acc = np.zeros((x.shape[0], oh, ow, cout), np.float64)
-    for i in range(kh):
-        for j in range(kw):
-            acc += _tap(xp, i, j, q, oh, ow) @ wf[:, i, j, :].T       # (N,OH,OW,Cin) @ (Cin,Cout)
-    acc = wrap32(acc.astype(np.int64) + (bias if bias is not None else 0))
-    return _requantize(acc, q, out_dtype)
+    return _requantize(conv_accumulator(x, w, bias, q, out_shape), q, out_dtype)
 
 
 def depthwise_conv_2d(x, w, bias, q, out_shape, out_dtype):
@@ -72,17 +98,7 @@ def depthwise_conv_2d(x, w, bias, q, out_shape, out_dtype):
 
     requantized like ``conv_2d``. ``w (1,KH,KW,C*m)``.
     """
-    _, oh, ow, cout = out_shape
-    kh, kw = w.shape[1:3]
-    m = q["depth_multiplier"]
-    xp = _padded(np.repeat(x, m, axis=3) if m > 1 else x, q, kh, kw, oh, ow)
-    wf = w.astype(np.float64) + q["filter_offset"]
-    acc = np.zeros((x.shape[0], oh, ow, cout), np.float64)
-    for i in range(kh):
-        for j in range(kw):
-            acc += _tap(xp, i, j, q, oh, ow) * wf[0, i, j, :]
-    acc = wrap32(acc.astype(np.int64) + (bias if bias is not None else 0))
-    return _requantize(acc, q, out_dtype)
+    return _requantize(depthwise_accumulator(x, w, bias, q, out_shape), q, out_dtype)
 
 
 def fully_connected(x, w, bias, q, out_shape, out_dtype):
@@ -95,10 +111,7 @@ def fully_connected(x, w, bias, q, out_shape, out_dtype):
 
     (TFLite Micro and older TFLite use ``MBQM(acc, M, shift)`` here; the quant dict carries both.)
     """
-    k = w.shape[1]
-    xf = x.reshape(-1, k).astype(np.float64) + q["input_offset"]
-    acc = xf @ (w.astype(np.float64) + q["filter_offset"]).T                 # (B, K) @ (K, Cout)
-    acc = wrap32(acc.astype(np.int64) + (bias if bias is not None else 0))
+    acc = fc_accumulator(x, w, bias, q)
     scaled = round_half_away(acc.astype(np.float64) * q["effective_scale"]).astype(np.int64)
     out = np.clip(scaled + q["output_offset"], q["act_min"], q["act_max"])
     return out.astype(out_dtype).reshape(out_shape)
