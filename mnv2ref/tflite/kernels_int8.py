@@ -190,8 +190,6 @@ def _max_centred(dtype, zp: int) -> int:
     return max(zp - int(info.min), int(info.max) - zp, 1)
 
 
-_NO_CENTRED = np.empty((0, 1), np.float32)
-
 
 class _Conv:
     """A CONV_2D or DEPTHWISE_CONV_2D bound to its weights (centred and packed once).
@@ -320,7 +318,7 @@ class _Add:
 
     def run(self, x1, x2, out_dtype, centred=False):
         y = np.empty(x1.shape, out_dtype)
-        yc = np.empty(x1.shape, np.float32) if centred else _NO_CENTRED[0]  # an ADD may feed only an ADD
+        yc = np.empty(x1.shape, np.float32) if centred else np.empty(0, np.float32)  # may feed only an ADD
         call(_add, np.ascontiguousarray(x1).reshape(-1), np.ascontiguousarray(x2).reshape(-1), *self.args,
              y.reshape(-1), yc.reshape(-1))
         return y, (yc if centred else None)
