@@ -139,6 +139,7 @@ def model_config(args, *, top: bool | None = None, input_hw=None) -> dict:
 
 def build_model(args, *, top=None, input_hw=None, dtype="float32", activation="softmax"):
     from ..model import MobileNetV2
+    from .compile import ensure_compiled
 
     cfg = model_config(args, top=top, input_hw=input_hw)
     kw = {k: v for k, v in cfg.items() if k != "_file"}
@@ -150,7 +151,7 @@ def build_model(args, *, top=None, input_hw=None, dtype="float32", activation="s
         warnings.simplefilter("ignore")  # position-matched layer names in user files are fine here
         model = MobileNetV2(dtype=dtype, classifier_activation=activation, **kw)
     if model.backend == "numba":
-        compile_kernels(dtype)
+        ensure_compiled(dtype, cfg)  # under the compile lock; records "compiled for this machine"
     return model, cfg
 
 
