@@ -242,6 +242,10 @@ def cold(args):
     alpha, rows = parse_config(args.config)
     x = batch_input(1, rows)
     events, rec = [], None
+    module = {"tflite xnnpack": "ai_edge_litert.interpreter", "onnxruntime": "onnxruntime",
+              "tensorflow tf.function": "tf_keras", "pytorch eager": "torch"}.get(args.runtime)
+    if module:  # imports count from process start, not from model construction (as for mnv2ref)
+        importlib.import_module(module)
     if args.runtime.startswith("mnv2ref"):
         import mnv2ref  # noqa: F401
         from numba.core import event

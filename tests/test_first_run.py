@@ -15,7 +15,8 @@ import pytest
 
 from mnv2ref.cli import compile as cc
 from mnv2ref.compare import TOLERANCE, layer_error
-from mnv2ref.kernels._config import jit_disabled
+
+jit_disabled = cc.jit_disabled
 
 ROOT = Path(__file__).resolve().parent.parent
 W35 = str(ROOT / "fixtures" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_96.h5")
@@ -134,7 +135,7 @@ def test_first_run_answers_with_numpy_while_compiling_in_the_background(tmp_path
     assert e.rel <= 2 * TOLERANCE["float32"], e  # numba vs numpy: each within TOLERANCE of TensorFlow
 
 
-def test_large_or_explicit_jobs_do_not_fall_back(monkeypatch, tmp_path):
+def test_large_unknown_or_disabled_jobs_do_not_fall_back(monkeypatch, tmp_path):
     monkeypatch.setattr(cc, "cache_dir", lambda: tmp_path)
     monkeypatch.setattr(cc, "machine_key", lambda: {"k": 1})
     started = []

@@ -205,8 +205,8 @@ def compile_locked(dtypes, alpha=None, size=None, stream=None, force=False, noti
             for d in todo or dtypes:  # already compiled: load (fast), so this process is ready too
                 if kw:
                     kernels.warmup((d,), **kw)
-                else:
-                    common.compile_kernels(d, notice_after=notice_after, stream=stream)
+                else:  # the "compiling, 1-2 minutes" notice only when it compiles, not when it loads
+                    common.compile_kernels(d, notice_after=notice_after if todo else None, stream=stream)
         seconds = time.perf_counter() - t0
         marker = None
         if todo:
@@ -264,11 +264,16 @@ def run(args) -> int:
 
 # -- the first-run policy of the CLI -----------------------------------------------------------------------------
 
+def jit_disabled() -> bool:
+    """``NUMBA_DISABLE_JIT=1``: the kernels run as Python, there is nothing to compile."""
+    from numba.core import config
+
+    return bool(config.DISABLE_JIT)
+
+
 def first_run_backend(cfg: dict, dtype: str, images: int | None, stream=None) -> str | None:
     """'numpy' when this small job should not wait for compilation (and the background compile has been
     started or is running), else None (the default numba backend; ``ensure_compiled`` then waits)."""
-    from ..kernels._config import jit_disabled
-
     if images is None or images > SMALL_JOB or os.environ.get(ENV_BACKGROUND, "1") == "0" or jit_disabled():
         return None
     alpha, size = cfg.get("alpha"), (cfg.get("input_shape") or (None,))[0]
@@ -296,7 +301,6 @@ def first_run_backend(cfg: dict, dtype: str, images: int | None, stream=None) ->
 
 def ensure_compiled(dtype: str, cfg: dict | None = None, stream=None) -> None:
     """Before a numba run: compile or load under the lock (waiting for a background compile), mark done."""
-    from ..kernels._config import jit_disabled
     from . import common
 
     if jit_disabled():
