@@ -1,298 +1,177 @@
-"""Whole-model speed, side by side in one process: mnv2ref (numba, numpy) and whichever peers are installed.
+"""Whole-model speed the way users run it: every runtime in its own fresh process, rounds with the order rotated.
 
-    python benchmarks/bench_model.py                 # 1.0_224 and 0.35_96, batch 1 and 32, 2 threads
-    python benchmarks/bench_model.py --quick         # fewer repeats (a smoke run)
+    python benchmarks/bench_model.py            # full run: writes benchmarks/results/<date>-<host>.json
+    python benchmarks/bench_model.py --quick    # smoke run: 1 round, short series (…-quick.json)
 
-Peers (``pip install -e ".[bench]"``): TensorFlow (a ``tf.function``-compiled Keras model), TFLite
-float32 with XNNPACK (``ai-edge-litert``), ONNX Runtime on the same Keras model converted by
-``tf2onnx``, and PyTorch eager (``torch``; the same architecture as plain ``nn`` modules with
-batch-norm layers, as torchvision writes it, random weights: only its speed is compared). All run
-on the same inputs with the same thread count; calls are interleaved round by round so a slow phase
-of a shared machine hits every runtime alike. Timings are medians; claims are ratios measured in
-this one run, never absolute limits.
+Runtimes: mnv2ref (numba, the default backend; and numpy), TFLite float32 with XNNPACK (``ai-edge-litert``),
+ONNX Runtime on the Keras model converted by ``tf2onnx``, TensorFlow (the tf_keras model in a
+``tf.function``), and PyTorch eager when ``torch`` is installed (its own random weights: speed only). Peers
+come from ``pip install -e ".[bench]"``; a missing one is skipped and the reason printed.
 
-mnv2ref numba runs twice: with banded blocks (the default, MobileNetV2 paper section 5.1) and with
-whole tensors (``banded=False``); the peak memory of mnv2ref's forward passes (``tracemalloc``: every
-NumPy array and kernel scratch buffer) is reported for each.
+Method:
 
-Also reported: per-layer time of the numba pass (pointwise vs depthwise vs the rest, GFLOP/s per
-layer) and the start-up cost (import + load weights + first prediction) in a fresh process with an
-empty and with a warm Numba cache. Results go to ``benchmarks/results/<date>-<host>.json``.
+1. One process builds the Keras model with the fixtures' realistic random weights
+   (``fixtures/generate.py``'s ``randomize``) and writes ``.h5`` weights, ``.tflite`` and ``.onnx`` into a
+   temporary folder; every runtime process loads those files (same weights everywhere).
+2. Start-up, per configuration, each in a fresh process: mnv2ref's **cold first prediction** at batch 1
+   with an empty ``NUMBA_CACHE_DIR`` (seconds from process start and from model construction, and the
+   Numba compile time per kernel from ``numba.core.event``'s ``numba:compile`` events), then its **warm
+   start** (same process recipe, cache filled), the peers' cold first prediction, and
+   ``mnv2ref predict one.png`` with an empty cache (the CLI answers with NumPy while the kernels compile in
+   the background; the run then waits for that compile, ``mnv2ref compile``, so it disturbs nothing).
+3. Steady state: ``--rounds`` rounds; in round r the runtime order is rotated by r; each (runtime,
+   configuration) is one fresh process that times batch 1 then batch 32 after warm-up calls, each series
+   behind the load gate described in ``bench_worker.py``. 2 threads everywhere (``--threads``).
+4. Reported: ms per image, median of the per-round medians, and their min-max; the ratio of mnv2ref to the
+   faster of TFLite and ONNX Runtime (ratio of the medians, and its range over the rounds) against issue 9's
+   targets; peak memory of mnv2ref's pass (``tracemalloc``); max |difference| of every runtime's output from
+   mnv2ref numpy's; machine facts (date, CPU, AVX2/AVX-512, versions, load). A JSON file (written
+   atomically) and markdown tables on stdout, ready for the README. Ratios measured in one run are the
+   claim; absolute times on a shared VM are not.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-# OpenBLAS's idle threads spin for up to ~0.1 s after each call and, on 2 cores, stall the Numba
-# kernels that run next (measured: 10-50x slower pointwise calls); the NumPy backend uses BLAS.
-# Must be set before NumPy loads OpenBLAS. (See kernels/_config.py, "Thread-pool contention".)
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
-
-import numpy as np  # noqa: E402
-
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import bench_stats as bs  # noqa: E402
+
+WORKER = str(HERE / "bench_worker.py")
+PACKAGES = ("numpy", "numba", "llvmlite", "tensorflow", "tf_keras", "ai-edge-litert", "onnxruntime", "tf2onnx",
+            "onnx", "torch")
 
 
-def cpu_name() -> str:
+def machine_facts() -> dict:
+    flags, model = set(), platform.processor() or "unknown"
     try:
         for line in open("/proc/cpuinfo"):
             if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return platform.processor() or "unknown"
+    versions = {}
+    for p in PACKAGES:
+        try:
+            versions[p] = importlib.metadata.version(p)
+        except importlib.metadata.PackageNotFoundError:
+            versions[p] = None
+    try:
+        import llvmlite.binding as ll
+
+        llvm_cpu = ll.get_host_cpu_name()
+    except Exception:  # noqa: BLE001 -- a fact we may not get
+        llvm_cpu = None
+    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "other"
+    return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "host": platform.node(), "cpu": model,
+            "llvm_cpu_name": llvm_cpu, "instruction_set": isa, "avx2": "avx2" in flags,
+            "avx512f": "avx512f" in flags, "cores": os.cpu_count(), "loadavg_at_start": os.getloadavg(),
+            "python": sys.version.split()[0], "versions": versions}
 
 
-# --- weights shared by every runtime -------------------------------------------------------------------------
-
-
-def keras_model_and_weights(alpha, rows, folder):
-    """A tf_keras MobileNetV2 with realistic random weights, saved as a legacy .h5 for mnv2ref."""
-    import tf_keras
-
-    m = tf_keras.applications.MobileNetV2(input_shape=(rows, rows, 3), alpha=alpha, weights=None)
-    rng = np.random.default_rng(0)
-    for layer in m.layers:
-        w = layer.get_weights()
-        if not w:
-            continue
-        if type(layer).__name__ == "BatchNormalization":
-            c = w[0].shape
-            w = [rng.uniform(0.5, 1.5, c), rng.normal(0, 0.2, c), rng.normal(0, 0.5, c), rng.uniform(0.5, 2, c)]
-        elif type(layer).__name__ == "Dense":
-            w = [rng.normal(0, 0.02, w[0].shape), rng.normal(0, 0.1, w[1].shape)]
+def available(notes: list) -> list:
+    """The runtimes whose packages are installed, in table order."""
+    have = lambda *mods: all(importlib.util.find_spec(m) is not None for m in mods)  # noqa: E731
+    need = {"mnv2ref numba": ("mnv2ref", "numba"), "mnv2ref numpy": ("mnv2ref",),
+            "tflite xnnpack": ("ai_edge_litert", "tensorflow"), "onnxruntime": ("onnxruntime", "tf2onnx", "tensorflow"),
+            "tensorflow tf.function": ("tensorflow", "tf_keras"), "pytorch eager": ("torch",)}
+    out = []
+    for rt in bs.RUNTIMES:
+        if have(*need[rt]):
+            out.append(rt)
         else:
-            k = w[0]
-            fan_in = k.shape[0] * k.shape[1] * (1 if "Depthwise" in type(layer).__name__ else k.shape[2])
-            w = [rng.uniform(-1, 1, k.shape) * np.sqrt(3.0 / fan_in)]
-        layer.set_weights([a.astype(np.float32) for a in w])
-    path = os.path.join(folder, f"w_{alpha}_{rows}.h5")
-    m.save_weights(path)
-    return m, path
-
-
-# --- runtimes: each is a name and a function batch -> output -------------------------------------------------
-
-
-def mnv2ref_runtimes(alpha, rows, weights, threads):
-    import mnv2ref
-    from mnv2ref import kernels
-
-    kernels.set_num_threads(threads)
-    out = {}
-    for name, backend, banded in (("mnv2ref numba", "numba", True), ("mnv2ref numba whole", "numba", False),
-                                  ("mnv2ref numpy", "numpy", False)):
-        m = mnv2ref.MobileNetV2(input_shape=(rows, rows, 3), alpha=alpha, weights=weights, backend=backend,
-                                banded=banded)
-        out[name] = m.__call__  # softmax output, like the Keras model the peers run
+            notes.append(f"{rt}: skipped (not installed: {', '.join(m for m in need[rt] if not have(m))})")
     return out
 
 
-def peak_memory(f, x):
-    """Peak bytes allocated through Python/NumPy during one call ``f(x)`` (tracemalloc), input excluded."""
-    import tracemalloc
-
-    tracemalloc.start()
+def worker(mode, env, *args, timeout=1800, t0=False) -> dict:
+    """Run ``bench_worker.py mode args`` in a fresh process; its BENCH_RESULT, or {"error": ...}."""
+    cmd = [sys.executable, WORKER, mode, *map(str, args)]
+    if t0:
+        cmd += ["--t0", repr(time.time())]
     try:
-        f(x)
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+        p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout} s"}
+    for line in reversed(p.stdout.splitlines()):
+        if line.startswith("BENCH_RESULT "):
+            return json.loads(line[len("BENCH_RESULT "):])
+    return {"error": f"exit {p.returncode}: {(p.stderr or p.stdout)[-600:]}"}
 
 
-def torch_eager(alpha, threads):
-    """MobileNetV2 in PyTorch eager mode, written like torchvision's (Conv2d + BatchNorm2d + ReLU6,
-    NCHW, symmetric padding), from mnv2ref's (t, c, n, s) table; random weights, eval mode."""
-    import torch
-    from torch import nn
-
-    from mnv2ref import arch
-
-    torch.set_num_threads(threads)
-
-    def cbr(cin, cout, k, s, groups=1, relu=True):
-        layers = [nn.Conv2d(cin, cout, k, s, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout, eps=1e-3)]
-        return layers + [nn.ReLU6(inplace=True)] if relu else layers
-
-    class Block(nn.Module):
-        def __init__(self, b):
-            super().__init__()
-            hidden = b.cexp
-            self.res = b.residual
-            self.body = nn.Sequential(*(cbr(b.cin, hidden, 1, 1) if b.has_expand else []),
-                                      *cbr(hidden, hidden, 3, b.stride, groups=hidden),
-                                      *cbr(hidden, b.cout, 1, 1, relu=False))
-
-        def forward(self, x):
-            return x + self.body(x) if self.res else self.body(x)
-
-    blocks = arch.blocks(alpha)
-    last = arch.last_channels(alpha)
-    net = nn.Sequential(*cbr(3, blocks[0].cin, 3, 2), *[Block(b) for b in blocks],
-                        *cbr(blocks[-1].cout, last, 1, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                        nn.Linear(last, 1000), nn.Softmax(dim=1)).eval()
-
-    def run(x):
-        with torch.inference_mode():
-            return net(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
-    return run
+def cli_first_answer(cfg, wd, env, image) -> dict:
+    """``mnv2ref predict image`` with an empty Numba cache (fresh install), then wait for the background
+    compile it started (``mnv2ref compile`` blocks on the same lock) so it disturbs no later run."""
+    alpha, rows = cfg.split("_")
+    e = dict(env, NUMBA_CACHE_DIR=str(wd / f"cache-cli-{cfg}"), MNV2REF_BACKGROUND_COMPILE="1")
+    weights = wd / f"w_{cfg}.h5"
+    cmd = [sys.executable, "-m", "mnv2ref", "predict", str(image), "--alpha", alpha, "--size", rows, "--json",
+           "--weights", str(weights) if weights.exists() else "random"]
+    t = time.time()
+    p = subprocess.run(cmd, env=e, capture_output=True, text=True, timeout=600)
+    out = {"from_start_s": time.time() - t, "exit": p.returncode, "stderr": p.stderr[-400:]}
+    t = time.time()
+    w = subprocess.run([sys.executable, "-m", "mnv2ref", "compile", "--dtype", "float32"], env=e,
+                       capture_output=True, text=True, timeout=1800)
+    out.update(background_compile_wait_s=time.time() - t, compile_exit=w.returncode)
+    if p.returncode != 0:
+        out["error"] = p.stderr[-400:]
+    return out
 
 
-def peer_runtimes(keras_model, alpha, rows, threads, batches, notes):
-    """tf.function, TFLite-XNNPACK, ONNX Runtime and PyTorch eager, each skipped with a reason when
-    unavailable."""
+def startups(cfgs, runtimes, wd, env, image, notes) -> dict:
+    cold = {}
+    for cfg in cfgs:
+        cold[cfg] = {}
+        e = dict(env, NUMBA_CACHE_DIR=str(wd / f"cache-{cfg}"))  # empty: nothing compiled yet
+        if "mnv2ref numba" in runtimes:
+            for label in ("mnv2ref numba", "mnv2ref numba warm"):
+                r = worker("cold", e, "--runtime", "mnv2ref numba", "--config", cfg, "--workdir", wd, t0=True)
+                cold[cfg][label] = r
+                print(f"  {cfg} {label}: {r.get('from_start_s', r.get('error'))}", file=sys.stderr)
+        for rt in ("tflite xnnpack", "onnxruntime", "tensorflow tf.function"):
+            if rt in runtimes:
+                cold[cfg][rt] = worker("cold", e, "--runtime", rt, "--config", cfg, "--workdir", wd, t0=True)
+        if image is not None:
+            cold[cfg]["mnv2ref cli predict"] = cli_first_answer(cfg, wd, env, image)
+        for rt, r in cold[cfg].items():
+            if "error" in r:
+                notes.append(f"cold start {cfg} {rt}: {r['error'][-300:]}")
+    return cold
+
+
+def agreement(cfgs, batches, runtimes, wd) -> dict:
+    import numpy as np
+
     out = {}
-    try:
-        out["pytorch eager"] = torch_eager(alpha, threads)
-    except Exception as e:  # noqa: BLE001 -- any failure to set up a peer is reported, not fatal
-        notes.append(f"pytorch: skipped ({type(e).__name__}: {e})")
-    try:
-        import tensorflow as tf
-
-        f = tf.function(lambda x: keras_model(x, training=False))
-        out["tensorflow tf.function"] = lambda x: f(tf.constant(x)).numpy()
-    except Exception as e:  # noqa: BLE001 -- any failure to set up a peer is reported, not fatal
-        notes.append(f"tensorflow: skipped ({type(e).__name__}: {e})")
-        return out
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-
-        conv = tf.lite.TFLiteConverter.from_keras_model(keras_model)
-        blob = conv.convert()
-        interps = {}
+    for cfg in cfgs:
         for b in batches:
-            it = Interpreter(model_content=blob, num_threads=threads)
-            inp = it.get_input_details()[0]["index"]
-            it.resize_tensor_input(inp, [b, rows, rows, 3])
-            it.allocate_tensors()
-            interps[b] = it
-
-        def tflite(x):
-            it = interps[len(x)]
-            it.set_tensor(it.get_input_details()[0]["index"], x)
-            it.invoke()
-            return it.get_tensor(it.get_output_details()[0]["index"])
-
-        out["tflite xnnpack"] = tflite
-    except Exception as e:  # noqa: BLE001
-        notes.append(f"tflite: skipped ({type(e).__name__}: {e})")
-    try:
-        import onnxruntime as ort
-        import tf2onnx
-
-        spec = (tf.TensorSpec((None, rows, rows, 3), tf.float32, name="input"),)
-        proto, _ = tf2onnx.convert.from_keras(keras_model, input_signature=spec, opset=13)
-        so = ort.SessionOptions()
-        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-        sess = ort.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
-        name = sess.get_inputs()[0].name
-        out["onnxruntime"] = lambda x: sess.run(None, {name: x})[0]
-    except Exception as e:  # noqa: BLE001
-        notes.append(f"onnxruntime: skipped ({type(e).__name__}: {e})")
+            ref_path = wd / f"out_mnv2ref_numpy_{cfg}_b{b}.npy"
+            if not ref_path.exists():
+                continue
+            ref = np.load(ref_path)
+            for rt in runtimes:
+                p = wd / f"out_{rt.replace(' ', '_')}_{cfg}_b{b}.npy"
+                if rt != "pytorch eager" and p.exists():
+                    y = np.load(p)
+                    diff = float(np.abs(y - ref).max())
+                    out.setdefault(cfg, {}).setdefault(str(b), {})[rt] = {
+                        "max_abs_diff": diff, "relative": diff / float(np.abs(ref).max()),
+                        "argmax_agree": float((y.argmax(1) == ref.argmax(1)).mean())}
     return out
-
-
-# --- timing ----------------------------------------------------------------------------------------------------
-
-
-def time_interleaved(runtimes, x, rounds, calls, min_seconds=0.3):
-    """Median seconds per call for each runtime, calls interleaved round by round."""
-    samples = {k: [] for k in runtimes}
-    for f in runtimes.values():  # warm-up (and JIT) outside the timing
-        f(x)
-        f(x)
-    for _ in range(rounds):
-        for name, f in runtimes.items():
-            time.sleep(0.05)  # let the previous runtime's idle threads stop spinning
-            f(x)  # one untimed call: the pools of this runtime are awake
-            n, t_start = 0, time.perf_counter()
-            while n < calls or time.perf_counter() - t_start < min_seconds / rounds:
-                t0 = time.perf_counter()
-                f(x)
-                samples[name].append(time.perf_counter() - t0)
-                n += 1
-                if name == "mnv2ref numpy" and len(x) > 1 and n >= 2:
-                    break  # the slow reference: a few samples are enough
-    return {k: statistics.median(v) for k, v in samples.items()}, {k: len(v) for k, v in samples.items()}
-
-
-def layer_profile(alpha, rows, weights, batch, banded, repeats=20):
-    """Per-layer time of the numba pass: each op call timed, matched to the Keras conv layers in order
-    (a banded block is one call: its layers are reported together)."""
-    import mnv2ref
-    from mnv2ref import arch, forward, numba_ops
-
-    m = mnv2ref.MobileNetV2(input_shape=(rows, rows, 3), alpha=alpha, weights=weights, backend="numba",
-                            classifier_activation=None)
-    x = np.random.default_rng(0).uniform(-1, 1, (batch, rows, rows, 3)).astype(np.float32)
-    times = []
-
-    class Timed:  # the numba ops, each call timed in order
-        def __getattr__(self, name):
-            f = getattr(numba_ops, name)
-
-            def g(*a, **k):
-                t0 = time.perf_counter()
-                r = f(*a, **k)
-                times.append((name, time.perf_counter() - t0))
-                return r
-            return g
-
-    ops = Timed()
-    per_call = []
-    for _ in range(repeats):
-        times.clear()
-        forward.forward(x, m._params, alpha, ops=ops, activation=None, banded=banded)
-        cur = [t for _, t in times]
-        per_call.append(cur)
-    med = np.median(np.array(per_call), axis=0)
-    kinds = [k for k, _ in times]
-    convs = [l for l in arch.layers(alpha, (rows, rows)) if l.macs]
-    rows_out, i_conv = [], 0
-    blocks = iter(arch.blocks(alpha))
-    for kind, t in zip(kinds, med):
-        if kind == "expand_depthwise_project":  # one banded block: its 2 or 3 conv layers at once
-            spec = next(blocks)
-            layers = convs[i_conv:i_conv + (3 if spec.has_expand else 2)]
-            i_conv += len(layers)
-            rows_out.append({"layer": spec.prefix + "(banded)", "op": "banded block", "shape": list(layers[-1].shape),
-                             "ms": t * 1e3, "gflops": 2 * sum(l.macs for l in layers) * batch / t / 1e9})
-        elif kind in ("conv3x3", "depthwise3x3", "pointwise", "dense"):
-            if kind == "depthwise3x3":
-                next(blocks)
-            layer = convs[i_conv]
-            i_conv += 1
-            rows_out.append({"layer": layer.name, "op": kind, "shape": list(layer.shape), "ms": t * 1e3,
-                             "gflops": 2 * layer.macs * batch / t / 1e9})
-        else:
-            rows_out.append({"layer": kind, "op": kind, "shape": [], "ms": t * 1e3, "gflops": None})
-    return rows_out
-
-
-def startup_times(alpha, rows, weights):
-    """import + load + first predict in a fresh process: empty Numba cache, then warm."""
-    code = ("import time; t0 = time.perf_counter(); import numpy as np, mnv2ref; "
-            f"m = mnv2ref.MobileNetV2(input_shape=({rows}, {rows}, 3), alpha={alpha}, weights={weights!r}); "
-            f"m(np.zeros((1, {rows}, {rows}, 3), np.float32)); print(time.perf_counter() - t0)")
-    out = {}
-    with tempfile.TemporaryDirectory() as cache:
-        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
-        for label in ("cold cache", "warm cache"):
-            r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-            out[label] = float(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else f"failed: {r.stderr[-300:]}"
-    return out
-
-
-# --- main ------------------------------------------------------------------------------------------------------
 
 
 def main(argv=None):
@@ -300,89 +179,114 @@ def main(argv=None):
     ap.add_argument("--configs", default="1.0_224,0.35_96", help="alpha_rows list (default: 1.0_224,0.35_96)")
     ap.add_argument("--batches", default="1,32")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--calls", type=int, default=10, help="calls per runtime per round (at least)")
-    ap.add_argument("--quick", action="store_true", help="2 rounds of 3 calls: a smoke run")
-    ap.add_argument("--no-peers", action="store_true", help="only mnv2ref's two backends")
-    ap.add_argument("--json", help="output path (default benchmarks/results/<date>-<host>.json)")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--runtimes", help="comma-separated subset of: " + ", ".join(bs.RUNTIMES))
+    ap.add_argument("--quick", action="store_true", help="1 round, short series, no load-gate waiting: a smoke run")
+    ap.add_argument("--no-startup", action="store_true", help="skip the cold/warm start measurements")
+    ap.add_argument("--gate-wait", type=float, default=20.0, help="seconds to wait for a quiet machine per series")
+    ap.add_argument("--json", help="output path (default benchmarks/results/<date>-<host>[-quick].json)")
     args = ap.parse_args(argv)
+    series_opts = ["--threads", args.threads, "--batches", args.batches, "--gate-wait", args.gate_wait]
     if args.quick:
-        args.rounds, args.calls = 2, 3
-    batches = [int(b) for b in args.batches.split(",")]
-    notes, results = [], {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": cpu_name(),
-                          "cores": os.cpu_count(), "threads": args.threads, "python": sys.version.split()[0],
-                          "configs": {}}
-    if not args.no_peers:
-        try:  # TF's thread pools can only be sized before its runtime starts (first model built)
-            import tensorflow as tf
+        args.rounds = 1
+        series_opts += ["--calls", 3, "--min-seconds", 0.2, "--warmup", 1, "--tries", 1, "--gate-wait", 1]
+    t_run = time.time()
+    notes = []
+    facts = machine_facts()
+    runtimes = available(notes)
+    if args.runtimes:
+        runtimes = [r for r in runtimes if r in args.runtimes.split(",")]
+    cfgs, batches = args.configs.split(","), [int(b) for b in args.batches.split(",")]
+    n = str(args.threads)
+    env = dict(os.environ, OMP_NUM_THREADS=n, OPENBLAS_NUM_THREADS=n, NUMBA_NUM_THREADS=n, MKL_NUM_THREADS=n,
+               OPENBLAS_THREAD_TIMEOUT="4", TF_CPP_MIN_LOG_LEVEL="2", MNV2REF_BACKGROUND_COMPILE="0",
+               PYTHONPATH=os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")]))
+    result = {"machine": facts, "settings": {"rounds": args.rounds, "threads": args.threads, "quick": args.quick,
+                                             "configs": cfgs, "batches": batches, "runtimes": runtimes}}
+    with tempfile.TemporaryDirectory(prefix="mnv2ref-bench-") as tmp:
+        wd = Path(tmp)
+        print(f"benchmark: {', '.join(runtimes)}; {cfgs} x batch {batches}; {args.rounds} round(s)", file=sys.stderr)
+        conv = {}
+        if importlib.util.find_spec("tensorflow") and importlib.util.find_spec("tf_keras"):
+            for cfg in cfgs:
+                conv[cfg] = worker("convert", env, "--config", cfg, "--workdir", wd)
+                if "error" in conv[cfg]:
+                    notes.append(f"conversion {cfg} failed: {conv[cfg]['error']}")
+        else:
+            notes.append("no TensorFlow: mnv2ref runs alone on weights=None random weights")
+        result["conversions"] = conv
+        image = None
+        if importlib.util.find_spec("PIL"):
+            from PIL import Image
 
-            tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-            tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-        except ImportError:
-            pass
-    with tempfile.TemporaryDirectory() as tmp:
-        for cfg in args.configs.split(","):
-            a, r = cfg.split("_")
-            alpha, rows = float(a), int(r)
-            keras_model, weights = None, None
-            if not args.no_peers:
-                try:
-                    keras_model, weights = keras_model_and_weights(alpha, rows, tmp)
-                except ImportError as e:
-                    notes.append(f"peers: skipped, TensorFlow/tf_keras not installed ({e})")
-                    args.no_peers = True
-            runtimes = mnv2ref_runtimes(alpha, rows, weights, args.threads)
-            if keras_model is not None:
-                runtimes.update(peer_runtimes(keras_model, alpha, rows, args.threads, batches, notes))
-            res = {"batches": {}}
-            for b in batches:
-                x = np.random.default_rng(b).uniform(-1, 1, (b, rows, rows, 3)).astype(np.float32)
-                ref = runtimes["mnv2ref numpy"](x)
-                agree = {k: None if k == "pytorch eager" else  # its own random weights
-                         float(np.abs(np.asarray(f(x)).reshape(ref.shape) - ref).max()) for k, f in runtimes.items()}
-                med, n = time_interleaved(runtimes, x, args.rounds, args.calls)
-                res["batches"][b] = {k: {"ms_per_image": med[k] * 1e3 / b, "images_per_s": b / med[k], "n": n[k],
-                                         "max_abs_diff_vs_numpy": agree[k]} for k in runtimes}
-                for k, f in runtimes.items():
-                    if k.startswith("mnv2ref"):
-                        res["batches"][b][k]["peak_memory_mb"] = peak_memory(f, x) / 1e6
-                print_table(cfg, b, res["batches"][b])
-            for key, banded in (("layers_batch1", False), ("blocks_batch1_banded", True)):
-                res[key] = layer_profile(alpha, rows, weights, 1, banded)
-                print_layers(cfg + (" banded" if banded else " whole tensors"), res[key])
-            res["startup_s"] = startup_times(alpha, rows, weights)
-            print(f"{cfg}: start-up (import + load + first prediction): {res['startup_s']}")
-            results["configs"][cfg] = res
-    results["notes"] = notes
-    for n_ in notes:
-        print("note:", n_)
-    out = Path(args.json) if args.json else HERE / "results" / f"{time.strftime('%Y-%m-%d')}-{platform.node()}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_suffix(".tmp")
-    tmp_out.write_text(json.dumps(results, indent=1))
-    os.replace(tmp_out, out)
-    print(f"results written to {out}")
-
-
-def print_table(cfg, b, rows):
-    ours = rows["mnv2ref numba"]["ms_per_image"]
-    print(f"\n{cfg}  batch {b}")
-    print(f"  {'runtime':<24} {'ms/image':>9} {'images/s':>9} {'numba is x faster':>18} {'max|diff|':>10} "
-          f"{'peak MB':>8}")
-    for k, v in sorted(rows.items(), key=lambda kv: kv[1]["ms_per_image"]):
-        diff = "n/a" if v["max_abs_diff_vs_numpy"] is None else f"{v['max_abs_diff_vs_numpy']:.1e}"
-        peak = f"{v['peak_memory_mb']:.1f}" if "peak_memory_mb" in v else "-"
-        print(f"  {k:<24} {v['ms_per_image']:>9.3f} {v['images_per_s']:>9.1f} {v['ms_per_image'] / ours:>18.2f} "
-              f"{diff:>10} {peak:>8}")
+            image = wd / "one.png"
+            Image.new("RGB", (320, 240), (120, 160, 200)).save(image)
+        if not args.no_startup:
+            print("start-up (fresh processes, empty Numba cache)...", file=sys.stderr)
+            result["startup"] = startups(cfgs, runtimes, wd, env, image, notes)
+        series = []
+        for r in range(args.rounds):
+            for cfg in cfgs:
+                e = dict(env, NUMBA_CACHE_DIR=str(wd / f"cache-{cfg}"))
+                for rt in bs.rotation(runtimes, r):
+                    res = worker("steady", e, "--runtime", rt, "--config", cfg, "--workdir", wd, "--round", r,
+                                 *series_opts, *(["--save-outputs"] if r == 0 else []))
+                    if "error" in res:
+                        notes.append(f"round {r} {rt} {cfg}: {res['error'][-300:]}")
+                        continue
+                    series += res["series"]
+                    print(f"  round {r} {cfg} {rt}: " + ", ".join(f"b{s['batch']} {s['ms_per_image']:.3g} ms/image"
+                                                                 for s in res["series"]), file=sys.stderr)
+        result["agreement"] = agreement(cfgs, batches, runtimes, wd)
+    summary = bs.summarize(series)
+    result.update(series=series, summary=summary, ratios=bs.targets(summary, series),
+                  peak_memory_mb=peak_memory(series), notes=notes, duration_s=round(time.time() - t_run, 1))
+    name = f"{time.strftime('%Y-%m-%d', time.gmtime())}-{platform.node()}{'-quick' if args.quick else ''}.json"
+    out = Path(args.json) if args.json else HERE / "results" / name
+    bs.write_json(out, result)
+    print(report(result))
+    print(f"\nresults written to {out} ({result['duration_s']:.0f} s)", file=sys.stderr)
 
 
-def print_layers(cfg, rows):
-    tot = sum(r["ms"] for r in rows)
-    by = {}
-    for r in rows:
-        by[r["op"]] = by.get(r["op"], 0) + r["ms"]
-    print(f"\n{cfg} batch 1, numba pass by op: " + ", ".join(f"{k} {v:.3f} ms ({100 * v / tot:.0f}%)"
-                                                         for k, v in sorted(by.items(), key=lambda kv: -kv[1])))
+def peak_memory(series) -> dict:
+    out = {}
+    for s in series:
+        if "peak_memory_mb" in s:
+            out.setdefault(s["config"], {}).setdefault(str(s["batch"]), {})[s["runtime"]] = s["peak_memory_mb"]
+    return out
+
+
+def report(res) -> str:
+    m = res["machine"]
+    gates = res["series"]
+    lines = [f"Measured {m['date']} on {m['cpu']} ({m['cores']} cores, {m['instruction_set']}; LLVM CPU "
+             f"{m['llvm_cpu_name']}), numba {m['versions']['numba']}, {res['settings']['threads']} threads, "
+             f"{res['settings']['rounds']} round(s){' (--quick: noisy smoke run)' if res['settings']['quick'] else ''}.",
+             "", "ms per image, median of the rounds (min-max of the per-round medians); ratio = mnv2ref / the faster "
+             "of TFLite and ONNX Runtime:", "", bs.speed_table(res["summary"], res["series"])]
+    if gates:
+        others = [s["others_cores"] for s in gates if s.get("others_cores") is not None]
+        loads = [s["load1"] for s in gates]
+        lines += ["", f"Load: {len(gates)} series, 1-min loadavg at series start {min(loads):.2f}-{max(loads):.2f}; "
+                  f"{sum(s['gate_clean'] for s in gates)} started on a quiet machine; CPU used by other processes "
+                  f"during a series {min(others, default=0):.2f}-{max(others, default=0):.2f} cores; "
+                  f"{sum(s['tries'] > 1 for s in gates)} series repeated."]
+    if res.get("startup"):
+        lines += ["", bs.start_table(res["startup"]), "", "Cold compile time per kernel (self = nested compiles "
+                  "excluded):", "", bs.kernel_table(res["startup"])]
+    if res["peak_memory_mb"]:
+        lines += ["", "| peak memory (tracemalloc), MB | " + " | ".join(
+            f"{c} b{b} {rt.split()[1]}" for c, bb in res["peak_memory_mb"].items() for b, rr in bb.items() for rt in rr)
+            + " |", "|---|" + "---|" * sum(len(rr) for bb in res["peak_memory_mb"].values() for rr in bb.values()),
+            "| mnv2ref | " + " | ".join(f"{v:.1f}" for bb in res["peak_memory_mb"].values() for rr in bb.values()
+                                       for v in rr.values()) + " |"]
+    agree = [d for c in res.get("agreement", {}).values() for b in c.values() for d in b.values()]
+    if agree:
+        lines += ["", f"Outputs vs mnv2ref numpy's softmax: max |diff| / max |ref| <= "
+                  f"{max(d['relative'] for d in agree):.1e}, argmax agreement >= "
+                  f"{100 * min(d['argmax_agree'] for d in agree):.0f}% (every runtime, configuration and batch)."]
+    lines += [f"note: {n}" for n in res["notes"]]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

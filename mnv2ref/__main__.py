@@ -10,6 +10,7 @@ Subcommands (each has ``--help``; human-readable output by default, ``--json`` f
     export    weights for porters: BN folded, HWIO/OIHW, manifest  (cli/export.py, export.py)
     show      a layer's or a block's feature maps as a PNG grid    (cli/show.py, show.py)
     verify    the TensorFlow golden fixtures, per stage            (verify.py)
+    compile   the Numba kernels, ahead of time for this machine    (cli/compile.py)
 
 Exit status: 0 success; 1 a check failed (compare, verify, table); 2 usage or input error.
 Set MNV2REF_DEBUG=1 to see tracebacks instead of one-line errors.
@@ -39,6 +40,7 @@ def cmd_verify(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    from .cli import compile as compile_cmd
     from .cli import export, predict, show, summary, trace
     from .cli.common import add_backend_arg
 
@@ -59,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--json", action="store_true", help="machine-readable output")
     add_backend_arg(v)
     v.set_defaults(func=cmd_verify)
+    compile_cmd.add_parser(sub)
     return p
 
 

@@ -137,8 +137,11 @@ def model_config(args, *, top: bool | None = None, input_hw=None) -> dict:
     return dict(kw, alpha=alpha, include_top=include_top, input_shape=shape, pooling=pooling)
 
 
-def build_model(args, *, top=None, input_hw=None, dtype="float32", activation="softmax"):
+def build_model(args, *, top=None, input_hw=None, dtype="float32", activation="softmax", images=None):
+    """``images``: the job's size when known; a small first job on a machine answers with NumPy while the
+    kernels compile in the background (``cli/compile.py``)."""
     from ..model import MobileNetV2
+    from .compile import ensure_compiled, first_run_backend
 
     cfg = model_config(args, top=top, input_hw=input_hw)
     kw = {k: v for k, v in cfg.items() if k != "_file"}
@@ -146,11 +149,13 @@ def build_model(args, *, top=None, input_hw=None, dtype="float32", activation="s
         kw["weights"] = cfg["_file"]
     if getattr(args, "backend", None):
         kw["backend"] = args.backend
+    elif first_run_backend(cfg, dtype, images):
+        kw["backend"] = "numpy"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # position-matched layer names in user files are fine here
         model = MobileNetV2(dtype=dtype, classifier_activation=activation, **kw)
     if model.backend == "numba":
-        compile_kernels(dtype)
+        ensure_compiled(dtype, cfg)  # under the compile lock; records "compiled for this machine"
     return model, cfg
 
 

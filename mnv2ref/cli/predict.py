@@ -224,7 +224,7 @@ def run(args) -> int:
     done = already_done(fmt, out) if args.resume else set()
     todo = [f for f in files if key(f) not in done]
 
-    model, cfg = common.build_model(args, top=True)
+    model, cfg = common.build_model(args, top=True, images=len(todo))
     hw = model.input_shape[1:3]
     if out:
         new = not (args.resume and os.path.exists(out) and os.path.getsize(out) > 0)
