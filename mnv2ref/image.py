@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 
 import numpy as np
 
@@ -12,6 +13,7 @@ INTERPOLATIONS = tuple(_RESAMPLE)  # load_img's `interpolation` values
 def load_img(path, color_mode="rgb", target_size=None, interpolation="nearest", keep_aspect_ratio=False):
     """Load an image as a PIL image, like ``keras.utils.load_img``.
 
+    ``path``: a file name, or an open binary file / ``io.BytesIO`` (as Keras accepts).
     ``target_size`` is (height, width); Keras's default resampling is *nearest*
     (use ``interpolation="bilinear"`` or ``"bicubic"`` for smoother results).
     ``keep_aspect_ratio=True`` centre-crops to the target's aspect ratio before
@@ -23,12 +25,13 @@ def load_img(path, color_mode="rgb", target_size=None, interpolation="nearest", 
         raise ValueError(f"Invalid interpolation method {interpolation!r}; supported: {sorted(_RESAMPLE)}")
     if color_mode not in ("rgb", "rgba", "grayscale"):
         raise ValueError(f"color_mode must be 'grayscale', 'rgb' or 'rgba'; Received: {color_mode!r}")
+    name = getattr(path, "name", "<file object>") if hasattr(path, "read") else os.fspath(path)
     try:
-        with open(os.fspath(path), "rb") as f:
+        with nullcontext(path) if hasattr(path, "read") else open(name, "rb") as f:
             img = Image.open(f)
             img.load()
     except UnidentifiedImageError:
-        raise OSError(f"cannot read {os.fspath(path)!r} as an image (unknown or damaged format)") from None
+        raise OSError(f"cannot read {name!r} as an image (unknown or damaged format)") from None
     if color_mode == "grayscale" and img.mode not in ("L", "I;16", "I"):
         img = img.convert("L")
     elif color_mode == "rgba" and img.mode != "RGBA":

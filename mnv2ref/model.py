@@ -26,6 +26,13 @@ def keras_cache_dir() -> str:
     return os.path.join(home, "models")
 
 
+def imagenet_rows(rows, cols) -> int:
+    """The input size of the official ImageNet file Keras loads for a rows x cols input: ``rows`` when
+    the input is square and one of ``arch.IMAGENET_ROWS`` (96, 128, 160, 192, 224), else 224 (Keras's
+    fallback, with its warning in ``MobileNetV2``). The one place this rule is written."""
+    return rows if rows == cols and rows in arch.IMAGENET_ROWS else 224
+
+
 def resolve_imagenet(alpha: float, rows: int, include_top: bool, *, base_url: str | None = None,
                      progress: bool | None = None) -> str:
     """The official ImageNet weights file: Keras's cache, then mnv2ref's cache, else downloaded.
@@ -125,14 +132,14 @@ def MobileNetV2(input_shape=None, alpha=1.0, include_top=True, weights="imagenet
     rows = cols = None
     if input_shape is not None and not input_tensor_like(input_shape) and len(input_shape) == 3:
         rows, cols = input_shape[0], input_shape[1]
-    default_size = rows if rows == cols and rows in arch.IMAGENET_ROWS else 224
+    default_size = imagenet_rows(rows, cols)
     input_shape = _check_input_shape(input_shape, include_top, weights, default_size)
     rows, cols = input_shape[0], input_shape[1]
     if weights == "imagenet":
         if alpha not in arch.IMAGENET_ALPHAS:
             raise ValueError("If imagenet weights are being loaded, alpha must be one of `0.35`, `0.50`, `0.75`, "
                              f"`1.0`, `1.3` or `1.4` only; Received `alpha={alpha}`")
-        if rows != cols or rows not in arch.IMAGENET_ROWS:
+        if (rows, cols) != (imagenet_rows(rows, cols),) * 2:
             rows = 224
             warnings.warn("`input_shape` is undefined or non-square, or `rows` is not in [96, 128, 160, 192, 224]. "
                           "Weights for input shape (224, 224) will be loaded as the default.", stacklevel=2)

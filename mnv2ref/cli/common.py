@@ -90,7 +90,7 @@ def model_config(args, *, top: bool | None = None, input_hw=None) -> dict:
     ``top``: True/False to require a model with/without the classifier, None to follow the file.
     ``input_hw``: the (H, W) of the input when known (arrays), used when no size is given.
     """
-    from ..model import resolve_imagenet
+    from ..model import imagenet_rows, resolve_imagenet
 
     weights = args.weights
     hw = requested_hw(args)
@@ -104,8 +104,7 @@ def model_config(args, *, top: bool | None = None, input_hw=None) -> dict:
         include_top = True if top is None else top
         alpha = 1.0 if alpha is None else alpha
         hw = hw or input_hw or (224, 224)
-        rows = hw[0] if hw[0] == hw[1] and hw[0] in (96, 128, 160, 192, 224) else 224
-        resolve_imagenet(alpha, rows, include_top)  # the clear error when it is not in the cache
+        resolve_imagenet(alpha, imagenet_rows(*hw), include_top)  # the clear error when it is not in the cache
         kw = dict(weights="imagenet")
     else:
         if not os.path.exists(weights):
