@@ -40,29 +40,24 @@ from ._block import expand_depthwise_project
 from ._conv import conv3x3
 from ._depthwise import depthwise3x3
 from ._head import dense, global_avg_pool, global_max_pool
+from ._plan import Plan, Program, Tensor
 from ._pointwise import PackedPointwise, pack_pointwise, pointwise
 
 __all__ = [
     "conv3x3", "depthwise3x3", "pack_pointwise", "PackedPointwise", "pointwise",
     "expand_depthwise_project", "global_avg_pool", "global_max_pool", "dense",
-    "set_num_threads", "get_num_threads", "warmup",
+    "set_num_threads", "get_num_threads", "warmup", "Plan", "Program", "Tensor",
 ]
 
 
-def warmup(dtypes=("float32", "float64")) -> None:
-    """Compile (or load from the on-disk cache) every JIT kernel for ``dtypes`` now.
+def warmup(dtypes=("float32", "float64"), **_ignored) -> None:
+    """Compile (or load from the on-disk cache) everything a model of each dtype needs, now.
 
-    Call once at model-load time to keep compilation out of the first inference.
+    There is one compiled engine function per dtype (``_engine.py``), used by every kernel
+    and by whole-model plans, so this covers any model size and width; extra keyword
+    arguments (e.g. ``alpha=``, ``size=``) are accepted and change nothing.
     """
-    import numpy as np
+    from ._engine import compile_for
 
     for dt in dtypes:
-        dt = np.dtype(dt)
-        x = np.zeros((1, 3, 3, 17), dt)
-        pointwise(x, pack_pointwise(np.zeros((17, 17), dt)), np.zeros(17, dt), True)
-        depthwise3x3(x, np.zeros((3, 3, 17), dt), np.zeros(17, dt), 1, ((1, 1), (1, 1)))
-        conv3x3(x, np.zeros((3, 3, 17, 17), dt), np.zeros(17, dt), 1, ((1, 1), (1, 1)))
-        dense(x[0, 0], np.zeros((17, 17), dt), np.zeros(17, dt))
-        expand_depthwise_project(x, pack_pointwise(np.zeros((17, 17), dt)), np.zeros(17, dt),
-                                 np.zeros((3, 3, 17), dt), np.zeros(17, dt), 1, ((1, 1), (1, 1)),
-                                 pack_pointwise(np.zeros((17, 17), dt)), np.zeros(17, dt), True)
+        compile_for(dt)

@@ -27,16 +27,16 @@ Schedule
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
-from numba import njit, prange, types
-from numba.extending import overload
+from numba import njit
 
 from . import _checks
-from ._config import JIT, PARALLEL, call, jit_disabled
+from ._config import INLINE
+from ._program import OP_BLOCK
+from ._sync import next_item, view
 from ._depthwise import _row
 from ._lanes import LANES
-from ._pointwise import _RELU6, _RESIDUAL, PackedPointwise, _bias_lanes, _empty2, _panels3, _panels5
+from ._pointwise import _RELU6, _RESIDUAL, PackedPointwise, _bias_lanes, tiles
 
 # Bytes of scratch per worker that the default band size aims for. Measured, 1.0_224 on a
 # 2-core Zen 3 (512 KiB L2 per core): bands of 1-2 rows (192 KiB) lose to the unbanded
@@ -75,14 +75,13 @@ def expand_depthwise_project(x: np.ndarray, expand: PackedPointwise, expand_bias
     if expand is None:  # no expansion (MobileNetV2's first block): e is x itself
         if expand_bias is not None:
             raise ValueError("expand_bias: must be None when expand is None")
-        ce, pe, be = cin, np.zeros((0, cin, LANES), dt), np.zeros(0, dt)
+        ce, be = cin, None
     else:
         if expand.cin != cin:
             raise ValueError(f"expand: expects Cin={expand.cin} input channels, x has shape {x.shape}")
-        ce, pe = expand.cout, expand.panels
+        ce = expand.cout
         be = _checks.array("expand_bias", expand_bias, 1, dt)
         _checks.shape("expand_bias", be, (ce,), "Ce")
-        be = _bias_lanes(be, expand)
     if project.cin != ce:
         raise ValueError(f"project: expects Cin={project.cin}, but the depthwise step gives "
                          f"{ce} channels")
@@ -98,64 +97,93 @@ def expand_depthwise_project(x: np.ndarray, expand: PackedPointwise, expand_bias
     y = _checks.output(out, yshape, dt, {"x": x})
     if y.size == 0:
         return y
-    row_bytes = (s * W + Wo) * ce * dt.itemsize  # e rows + d row per output row
-    if band is None:
-        band = max(1, min(Ho, _BAND_BYTES // row_bytes))
-    elif isinstance(band, bool) or not isinstance(band, (int, np.integer)) or band < 1:
+    if band is not None and (isinstance(band, bool) or not isinstance(band, (int, np.integer)) or band < 1):
         raise ValueError(f"band: expected a positive int (output rows), got {band!r}")
-    band = int(min(band, Ho))
-    workers = 1 if jit_disabled() else numba.get_num_threads()
+    from ._plan import Plan
+
+    plan = Plan(dt)
+    t = plan_block(plan, plan.input(x.shape), expand, be, wd, bd, s, pads, project, bp, residual, band)
+    return plan.compile(t, copy_weights=False)(x, out=y)
+
+
+def plan_block(plan, x, expand, expand_bias, depthwise, depthwise_bias, stride, pads, project,
+               project_bias, residual=False, band=None):
+    """Add a banded block to ``plan`` (arguments as :func:`expand_depthwise_project`, already
+    checked; ``residual`` True adds the block's input). Returns the output Tensor."""
+    dt = plan.dtype
+    N, H, W, cin = x.shape
+    if expand is None:
+        ce, pe, be = cin, np.zeros((0, cin, LANES), dt), np.zeros(0, dt)
+    else:
+        ce, pe, be = expand.cout, expand.panels, _bias_lanes(expand_bias, expand)
+    s, top, left, Ho, Wo = _checks.window(H, W, stride, pads)
+    row_bytes = (s * W + Wo) * ce * dt.itemsize  # e rows + d row per output row
+    band = max(1, min(Ho, _BAND_BYTES // row_bytes)) if band is None else int(min(band, Ho))
+    workers = plan.nthreads
     chunks = 1 if N >= _ITEMS_PER_THREAD * workers else min(
         -(-Ho // band), -(-_ITEMS_PER_THREAD * workers // N))
-    # Scratch, one pair per worker (allocated here, so tracemalloc sees the peak memory).
     e_rows = 0 if expand is None else min(H, (band - 1) * s + 3)
-    scratch_e = np.empty((workers, e_rows * W * ce), dt)
-    scratch_d = np.empty((workers, band * Wo * ce), dt)
+    se_size, sd_size = e_rows * W * ce, band * Wo * ce
     lo, hi = _checks.interior_columns(W, Wo, left, s)
-    res = x.reshape(-1, cin) if residual else _empty2(dt)
-    call(_edp_kernel, x.reshape(-1, cin), pe, be,
-         wd.reshape(9, ce), bd, project.panels, _bias_lanes(bp, project), res,
-         y.reshape(-1, project.cout), scratch_e, scratch_d, N, H, W, Ho, Wo, s, top, left, lo, hi,
-         band, chunks)
-    return y
+    wd = np.ascontiguousarray(depthwise, dt).reshape(9, ce)
+    bpl = _bias_lanes(project_bias, project)
+
+    def fill(row, loc, scratch, out):
+        (ss, seo), (_, sdo) = scratch
+        row[:41] = (OP_BLOCK, N * chunks, *loc(x), N, H, W, cin, *loc(pe), pe.shape[0], ce, *loc(be),
+                    *loc(wd), *loc(depthwise_bias), *loc(project.panels), project.panels.shape[0],
+                    project.cout, *loc(bpl), bool(residual), *loc(out), Ho, Wo, s, top, left, lo, hi,
+                    band, chunks, ss, seo, se_size, sdo, sd_size)
+
+    return plan.add(fill, [x], (N, Ho, Wo, project.cout),
+                    [pe, be, wd, depthwise_bias, project.panels, bpl], (se_size, sd_size))
 
 
-def _tiles(x, panels, bias, res, y, mode):
-    """The 1x1 tiles for x's dtype (float32: 5-pixel tiles, float64: 3). Plain Python under
-    NUMBA_DISABLE_JIT; compiled code resolves it at typing time through the overload below.
-    (Not a function argument: a function-typed argument makes Numba's cache key differ in
-    every process, so the kernel would be recompiled on each start; measured 11 s.)"""
-    (_panels5 if x.dtype == np.float32 else _panels3)(x, panels, bias, res, y, 0, x.shape[0], 0,
-                                                      panels.shape[0], mode)
-
-
-@overload(_tiles, jit_options=JIT)
-def _tiles_overload(x, panels, bias, res, y, mode):
-    if x.dtype == types.float32:
-        return lambda x, panels, bias, res, y, mode: _panels5(x, panels, bias, res, y, 0, x.shape[0], 0,
-                                                              panels.shape[0], mode)
-    return lambda x, panels, bias, res, y, mode: _panels3(x, panels, bias, res, y, 0, x.shape[0], 0,
-                                                          panels.shape[0], mode)
-
-
-@njit(**PARALLEL)
-def _edp_kernel(x, pe, be, wd, bd, pp, bp, res, y, scratch_e, scratch_d,
-                N, H, W, Ho, Wo, s, top, left, lo, hi, band, chunks):
-    """Worker ``w`` takes items w, w + workers, ... of the (image, chunk) list; each item
-    writes only its own output rows. x (N*H*W, Cin), y (N*Ho*Wo, Cout), res like y or (0, 0)."""
-    workers = scratch_e.shape[0]
+@njit(**INLINE)
+def exec_block(op, bufs, sync, counter, tid):
+    """Program row: kind, items (= N * chunks), x (slot, off), N, H, W, Cin, expand panels (slot,
+    off), Qe (0: no expansion), Ce, expand bias (slot, off), depthwise w9 (slot, off), depthwise
+    bias (slot, off), project panels (slot, off), Qp, Cout, project bias (slot, off), residual?,
+    y (slot, off), Ho, Wo, stride, top, left, lo, hi, band, chunks, scratch slot, e-scratch
+    offset and size per thread, d-scratch offset and size per thread.
+    Thread ``tid`` uses its own scratch pair; each item writes only its own output rows."""
+    N, H, W, cin, Qe, ce = op[4], op[5], op[6], op[7], op[10], op[11]
+    Qp, cout, Ho, Wo = op[20], op[21], op[27], op[28]
+    x = view(bufs, op[2], op[3], (N * H * W, cin))
+    pe = view(bufs, op[8], op[9], (Qe, cin, LANES))
+    be = view(bufs, op[12], op[13], (Qe * LANES,))
+    wd = view(bufs, op[14], op[15], (9, ce))
+    bd = view(bufs, op[16], op[17], (ce,))
+    pp = view(bufs, op[18], op[19], (Qp, ce, LANES))
+    bp = view(bufs, op[22], op[23], (Qp * LANES,))
+    if op[24]:
+        res = x
+    else:
+        res = x[0:0]
+    y = view(bufs, op[25], op[26], (N * Ho * Wo, cout))
+    s, top, left, lo, hi, band, chunks = op[29], op[30], op[31], op[32], op[33], op[34], op[35]
+    ss, se_size, sd_size = op[36], op[38], op[40]
+    se = view(bufs, ss, op[37] + tid * se_size, (se_size,))
+    sd = view(bufs, ss, op[39] + tid * sd_size, (sd_size,))
     per_chunk = (Ho + chunks - 1) // chunks
-    for w in prange(workers):
-        for item in range(w, N * chunks, workers):
-            n = item // chunks
-            c0 = (item - n * chunks) * per_chunk
-            c1 = min(c0 + per_chunk, Ho)
-            if c0 < c1:
-                _chunk(x, pe, be, wd, bd, pp, bp, res, y, scratch_e[w], scratch_d[w],
-                       n, c0, c1, H, W, Ho, Wo, s, top, left, lo, hi, band)
+    item = next_item(sync, counter)
+    while item < op[1]:
+        n = item // chunks
+        c0 = (item - n * chunks) * per_chunk
+        c1 = min(c0 + per_chunk, Ho)
+        if c0 < c1:
+            _chunk(x, pe, be, wd, bd, pp, bp, res, y, se, sd, n, c0, c1, H, W, Ho, Wo, s, top, left, lo,
+                   hi, band)
+        item = next_item(sync, counter)
 
 
-@njit(**JIT)
+@njit(**INLINE)
+def _tiles(x, panels, bias, res, y, mode):
+    """All pixels x all panels of one 1x1 step (the tiles of ``_pointwise``)."""
+    tiles(x, panels, bias, res, y, 0, x.shape[0], 0, panels.shape[0], mode)
+
+
+@njit(**INLINE)
 def _chunk(x, pe, be, wd, bd, pp, bp, res, y, se, sd, n, c0, c1, H, W, Ho, Wo, s, top,
            left, lo, hi, band):
     """Output rows c0..c1-1 of image n, band by band; ``se``/``sd`` are this worker's scratch."""
@@ -188,7 +216,7 @@ def _chunk(x, pe, be, wd, bd, pp, bp, res, y, se, sd, n, c0, c1, H, W, Ho, Wo, s
             _tiles(d2, pp, bp, res, y[p0:p1], 0)
 
 
-@njit(**JIT)
+@njit(**INLINE)
 def _expand(x, pe, be, res, se, n, H, W, ce, na, nb, ra, rb):
     """Rows na..nb-1 of e = relu6(x[n] @ We + be) into the scratch ``se``, which holds rows
     ra..rb-1 from the previous band; returns them as a (1, nb - na, W, Ce) view."""

@@ -96,12 +96,13 @@ import numba
 from numba.core import config as _nconfig
 from numba.core.compiler_lock import global_compiler_lock as _compiler_lock
 
-# Shared by every kernel. Copy before extending (dict(JIT, parallel=True)).
+# Shared by every compiled function. Copy before extending (dict(JIT, cache=False)).
 JIT = dict(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy",
            boundscheck=False)
-# Kernels with a prange loop.
-PARALLEL = dict(JIT, parallel=True)
-# Small helpers inlined into the kernels at Numba-IR level (never called on their own).
+# Tile functions: compiled only as callees of the engine's driver, whose cache entry holds
+# them, so a cache file of their own would be dead weight.
+LEAF = dict(JIT, cache=False)
+# Small helpers inlined into their caller at Numba-IR level (never called on their own).
 INLINE = dict(inline="always", fastmath={"contract"}, error_model="numpy",
               boundscheck=False)
 
@@ -125,40 +126,33 @@ def _compile_with_slp(kernel, args) -> None:
             kernel.disable_compile(True)
 
 
-def call(kernel, *args):
-    """Run a private ``@njit`` kernel, compiling it first (SLP on) if needed.
-
-    Steady state is one plain dispatcher call; the type lookup happens only on a miss.
-    """
+def ensure_compiled(kernel, args) -> None:
+    """Make sure ``kernel`` has machine code for the types of ``args`` (compiling it, SLP on,
+    or loading it from the cache); afterwards a call with other types fails instead of
+    silently compiling outside the guard."""
     if jit_disabled():
-        return kernel(*args)
-    if kernel._can_compile:  # never compiled in this process yet
+        return
+    sig = tuple(numba.typeof(a) for a in args)
+    if sig not in kernel.overloads:
         _compile_with_slp(kernel, args)
-    try:
-        return kernel(*args)
-    except TypeError:
-        # Either "no matching definition" (new argument types: compile them under the
-        # guard and retry) or a genuine error (re-raised by the retry).
-        sig = tuple(numba.typeof(a) for a in args)
-        if sig in kernel.overloads:
-            raise
-        _compile_with_slp(kernel, args)
-        return kernel(*args)
+
+
+_threads = None  # threads the engine uses (None: NUMBA_NUM_THREADS)
 
 
 def set_num_threads(n: int) -> None:
-    """Use ``n`` threads in the parallel kernels (1 <= n <= ``NUMBA_NUM_THREADS``).
+    """Use ``n`` threads in the kernels (1 <= n <= ``NUMBA_NUM_THREADS``).
 
-    Thin wrapper over :func:`numba.set_num_threads`. Results do not depend on ``n``.
-    The upper bound is fixed per process by the ``NUMBA_NUM_THREADS`` environment
-    variable (default: the number of CPUs).
+    Results do not depend on ``n``. The upper bound is fixed per process by the
+    ``NUMBA_NUM_THREADS`` environment variable (default: the number of CPUs).
     """
+    global _threads
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= numba.config.NUMBA_NUM_THREADS:
         raise ValueError(f"n: expected an int in [1, {numba.config.NUMBA_NUM_THREADS}] "
                          f"(NUMBA_NUM_THREADS), got {n!r}")
-    numba.set_num_threads(n)
+    _threads = n
 
 
 def get_num_threads() -> int:
-    """Number of threads the parallel kernels currently use."""
-    return numba.get_num_threads()
+    """Number of threads the kernels currently use."""
+    return numba.config.NUMBA_NUM_THREADS if _threads is None else _threads

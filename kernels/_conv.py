@@ -21,11 +21,13 @@ How:
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from . import _checks
-from ._config import JIT, PARALLEL, call
-from ._lanes import LANES, fma, load1, relu6, store
+from ._config import INLINE, LEAF
+from ._program import OP_CONV3X3
+from ._sync import next_item, view
+from ._lanes import LANES, fma, lane, load1, relu6, store
 
 _MIN_ITEMS = 16
 
@@ -51,6 +53,20 @@ def conv3x3(x: np.ndarray, w: np.ndarray, bias: np.ndarray, stride: int, pads,
     y = _checks.output(out, (N, Ho, Wo, cout), dt, {"x": x})
     if y.size == 0:
         return y
+    from ._plan import Plan
+
+    plan = Plan(dt)
+    t = plan_conv3x3(plan, plan.input(x.shape), w, bias, stride, pads, relu6)
+    return plan.compile(t, copy_weights=False)(x, out=y)
+
+
+def plan_conv3x3(plan, x, w, bias, stride, pads, relu6=True):
+    """Add a 3x3 conv op to ``plan`` (arguments as :func:`conv3x3`, already checked); packs
+    ``w`` into panels here, once. Returns the output Tensor."""
+    dt = plan.dtype
+    N, H, W, cin = x.shape
+    cout = w.shape[3]
+    s, top, left, Ho, Wo = _checks.window(H, W, stride, pads)
     Q = -(-cout // LANES)
     padded = np.zeros((9 * cin, Q * LANES), dt)
     padded[:, :cout] = w.reshape(9 * cin, cout)
@@ -59,37 +75,50 @@ def conv3x3(x: np.ndarray, w: np.ndarray, bias: np.ndarray, stride: int, pads,
     b[:cout] = bias
     items = N * Ho
     g = Q if items >= _MIN_ITEMS else -(-Q // -(-_MIN_ITEMS // items))
-    xf = x.reshape(N, H, W * cin)
-    call(_conv_kernel, x, xf, panels, b, y, s, top, left, bool(relu6), g)
-    return y
+    ngroups = -(-Q // g)
+
+    def fill(row, loc, scratch, out):
+        row[:24] = (OP_CONV3X3, N * Ho * ngroups, *loc(x), N, H, W, cin, *loc(panels), Q, *loc(b),
+                    *loc(out), Ho, Wo, cout, s, top, left, bool(relu6), g, ngroups)
+
+    return plan.add(fill, [x], (N, Ho, Wo, cout), [panels, b])
 
 
-@njit(**PARALLEL)
-def _conv_kernel(x, xf, panels, bias, y, s, top, left, relu, g):
-    """Items = (n, oh, group of ``g`` panels)."""
-    N, Ho = y.shape[0], y.shape[1]
-    Q = panels.shape[0]
-    ngroups = (Q + g - 1) // g
-    for item in prange(N * Ho * ngroups):
+@njit(**INLINE)
+def exec_conv3x3(op, bufs, sync, counter):
+    """Program row: kind, items, x (slot, off), N, H, W, Cin, panels (slot, off), Q, bias (slot,
+    off), y (slot, off), Ho, Wo, Cout, stride, top, left, relu, panels per item, groups.
+    Items = (n, oh, group of panels)."""
+    N, H, W, cin, Q = op[4], op[5], op[6], op[7], op[10]
+    Ho, Wo, cout = op[15], op[16], op[17]
+    x = view(bufs, op[2], op[3], (N, H, W, cin))
+    xf = view(bufs, op[2], op[3], (N, H, W * cin))
+    panels = view(bufs, op[8], op[9], (Q, 9 * cin, LANES))
+    bias = view(bufs, op[11], op[12], (Q * LANES,))
+    y = view(bufs, op[13], op[14], (N, Ho, Wo, cout))
+    s, top, left, relu, g, ngroups = op[18], op[19], op[20], op[21] != 0, op[22], op[23]
+    item = next_item(sync, counter)
+    while item < op[1]:
         row = item // ngroups
         grp = item - row * ngroups
         n = row // Ho
         oh = row - n * Ho
         for q in range(grp * g, min(grp * g + g, Q)):
             _conv_row(x, xf, panels[q], bias, y, n, oh, s, top, left, relu, q * LANES)
+        item = next_item(sync, counter)
 
 
-@njit(**JIT)
+@njit(**LEAF)
 def _put_tail(yr, ow, n, c0, nc, a0, a1, a2, a3):
     """Store the first ``nc < 16`` lanes of ``n`` pixels from ow on (last panel only;
     not inlined, to keep compile time down)."""
     for i in range(n):
         a = a0 if i == 0 else a1 if i == 1 else a2 if i == 2 else a3
         for j in range(nc):
-            yr[ow + i, c0 + j] = a[j]
+            yr[ow + i, c0 + j] = lane(a, j)
 
 
-@njit(**JIT)
+@njit(**LEAF)
 def _conv_row(x, xf, w, bias, y, n, oh, s, top, left, relu, c0):
     """Output row y[n, oh, :, c0:c0+16] from one panel ``w`` (9*Cin, 16).
 

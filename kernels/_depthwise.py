@@ -25,10 +25,12 @@ How (memory-bound: 9 multiply-adds per 4-8 bytes moved, so the goal is streaming
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from . import _checks
-from ._config import INLINE, JIT, PARALLEL, call
+from ._config import INLINE, LEAF
+from ._program import OP_DEPTHWISE
+from ._sync import next_item, view
 from ._lanes import LANES, add, fma_t, load, load1, mul_t, relu6, scale, store
 
 _MIN_ITEMS = 16  # split channel strips into groups until there are this many work items
@@ -52,25 +54,49 @@ def depthwise3x3(x: np.ndarray, w: np.ndarray, bias: np.ndarray, stride: int, pa
     y = _checks.output(out, (N, Ho, Wo, C), dt, {"x": x})
     if y.size == 0:
         return y
-    w9 = w.reshape(9, C)
+    from ._plan import Plan
+
+    plan = Plan(dt)
+    t = plan_depthwise3x3(plan, plan.input(x.shape), w, bias, stride, pads, relu6)
+    return plan.compile(t, copy_weights=False)(x, out=y)
+
+
+def plan_depthwise3x3(plan, x, w, bias, stride, pads, relu6=True):
+    """Add a depthwise op to ``plan`` (arguments as :func:`depthwise3x3`, already checked;
+    ``w`` (3, 3, C) or (3, 3, C, 1)). Returns the output Tensor."""
+    N, H, W, C = x.shape
+    s, top, left, Ho, Wo = _checks.window(H, W, stride, pads)
+    w9 = np.ascontiguousarray(w, plan.dtype).reshape(9, C)
     nstrips = C // LANES
     items = N * Ho
     g = max(1, nstrips)  # strips per work item: all, unless there are too few rows
     if items < _MIN_ITEMS and nstrips > 1:
         g = -(-nstrips // -(-_MIN_ITEMS // items))
+    ngroups = max(1, -(-nstrips // g))
     lo, hi = _checks.interior_columns(W, Wo, left, s)
-    call(_depthwise_kernel, x, w9, bias, y, s, top, left, lo, hi, bool(relu6), g)
-    return y
+
+    def fill(row, loc, scratch, out):
+        row[:24] = (OP_DEPTHWISE, N * Ho * ngroups, *loc(x), N, H, W, C, *loc(w9), *loc(bias), *loc(out),
+                    Ho, Wo, s, top, left, lo, hi, bool(relu6), g, ngroups)
+
+    return plan.add(fill, [x], (N, Ho, Wo, C), [w9, bias])
 
 
-@njit(**PARALLEL)
-def _depthwise_kernel(x, w9, bias, y, s, top, left, lo, hi, relu, g):
-    """Items = (n, oh, group of ``g`` strips); the last group also does the C % 16 tail."""
-    N, Ho = y.shape[0], y.shape[1]
-    C = x.shape[3]
+@njit(**INLINE)
+def exec_depthwise(op, bufs, sync, counter):
+    """Program row: kind, items, x (slot, off), N, H, W, C, w9 (slot, off), bias (slot, off),
+    y (slot, off), Ho, Wo, stride, top, left, lo, hi, relu, strips per item, groups.
+    Items = (n, oh, group of strips); the last group also does the C % 16 tail."""
+    N, H, W, C = op[4], op[5], op[6], op[7]
+    Ho, Wo = op[14], op[15]
+    x = view(bufs, op[2], op[3], (N, H, W, C))
+    w9 = view(bufs, op[8], op[9], (9, C))
+    bias = view(bufs, op[10], op[11], (C,))
+    y = view(bufs, op[12], op[13], (N, Ho, Wo, C))
+    s, top, left, lo, hi, relu, g, ngroups = op[16], op[17], op[18], op[19], op[20], op[21] != 0, op[22], op[23]
     nstrips = C // LANES
-    ngroups = max(1, (nstrips + g - 1) // g)
-    for item in prange(N * Ho * ngroups):
+    item = next_item(sync, counter)
+    while item < op[1]:
         row = item // ngroups
         grp = item - row * ngroups
         n = row // Ho
@@ -78,9 +104,10 @@ def _depthwise_kernel(x, w9, bias, y, s, top, left, lo, hi, relu, g):
         q0 = grp * g
         _row(x, w9, bias, y, n, oh, s, top, left, lo, hi, relu, q0, min(q0 + g, nstrips),
              nstrips * LANES, C if grp == ngroups - 1 else 0)
+        item = next_item(sync, counter)
 
 
-@njit(**JIT)
+@njit(**INLINE)
 def _row(x, w9, bias, y, n, oh, s, top, left, lo, hi, relu, q0, q1, c_tail, c_end):
     """Output row y[n, oh]: strips q0..q1-1 (interior columns in one run, then each border
     column on its own) and the channels c_tail..c_end-1 past the last full strip."""
@@ -88,13 +115,13 @@ def _row(x, w9, bias, y, n, oh, s, top, left, lo, hi, relu, q0, q1, c_tail, c_en
     Wo = y.shape[2]
     one = x.dtype.type(1.0)
     zero = x.dtype.type(0.0)
-    _strips(x, w9, bias, y, n, oh, s, top, left, lo, hi, one, one, one, False, relu, q0, q1)
+    _strips(x, w9, bias, y, n, oh, s, top, left, lo, hi, one, one, one, relu, q0, q1)
     for j in range(Wo - (hi - lo)):
         ow = j if j < lo else hi + (j - lo)
         i = ow * s - left
         _strips(x, w9, bias, y, n, oh, s, top, left, ow, ow + 1,
                 one if 0 <= i < W else zero, one if 0 <= i + 1 < W else zero,
-                one if 0 <= i + 2 < W else zero, True, relu, q0, q1)
+                one if 0 <= i + 2 < W else zero, relu, q0, q1)
     if c_tail < c_end:
         _tail(x, w9, bias, y, n, oh, s, top, left, relu, c_tail, c_end)
 
@@ -133,12 +160,12 @@ def _rows(x, n, oh, s, top):
             one if 0 <= ih + 2 < H else zero)
 
 
-@njit(**JIT)
-def _strips(x, w9, bias, y, n, oh, s, top, left, ow_a, ow_b, g0, g1, g2, clamp, relu, q0, q1):
+@njit(**LEAF)
+def _strips(x, w9, bias, y, n, oh, s, top, left, ow_a, ow_b, g0, g1, g2, relu, q0, q1):
     """Columns ow_a..ow_b-1 of output row y[n, oh] for channel strips q0..q1-1; filter
     column dx is weighted by g_dx (1, or 0 where it falls in the padding), filter row dy
-    by its row factor. With ``clamp`` (border columns) tap columns are clamped into the
-    image; without, the caller guarantees the windows are inside."""
+    by its row factor. Tap columns are clamped into the image (padding taps then read a
+    valid pixel times a zero weight)."""
     W = x.shape[2]
     zero = x.dtype.type(0.0)
     six = x.dtype.type(6.0)
@@ -159,14 +186,10 @@ def _strips(x, w9, bias, y, n, oh, s, top, left, ow_a, ow_b, g0, g1, g2, clamp, 
         w22 = scale(load(w9, 8, c0), f2 * g2)
         for ow in range(max(ow_a, 0), ow_b):
             i = ow * s - left
-            if clamp:  # border column
-                i0 = min(max(i, 0), W - 1)
-                i1 = min(max(i + 1, 0), W - 1)
-                i2 = min(max(i + 2, 0), W - 1)
-            else:  # interior: no clamps; max() only tells LLVM "no wraparound code"
-                i0 = max(i, 0)
-                i1 = i0 + 1
-                i2 = i0 + 2
+            # Clamped into the image (a no-op on interior columns; one code path, one compile).
+            i0 = min(max(i, 0), W - 1)
+            i1 = min(max(i + 1, 0), W - 1)
+            i2 = min(max(i + 2, 0), W - 1)
             acc = _taps(b, x0, x1, x2, i0, i1, i2, c0,
                         w00, w01, w02, w10, w11, w12, w20, w21, w22)
             if relu:
@@ -174,7 +197,7 @@ def _strips(x, w9, bias, y, n, oh, s, top, left, ow_a, ow_b, g0, g1, g2, clamp, 
             store(yr, ow, c0, acc)
 
 
-@njit(**JIT)
+@njit(**LEAF)
 def _tail(x, w9, bias, y, n, oh, s, top, left, relu, c_tail, c_end):
     """Channels c_tail..c_end-1 (< 16, past the last full strip) of row y[n, oh], scalar
     (a loop over channels would not vectorise: too many arrays for LLVM's alias checks).

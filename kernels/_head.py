@@ -10,10 +10,12 @@ on a 2-core machine they then steal the cores from Numba's pool for the next ker
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from . import _checks
-from ._config import JIT, PARALLEL, call
+from ._config import INLINE, LEAF
+from ._program import OP_DENSE, OP_POOL
+from ._sync import next_item, view
 from ._lanes import LANES, fma, load1, store
 
 
@@ -51,23 +53,88 @@ def dense(x: np.ndarray, w: np.ndarray, bias: np.ndarray) -> np.ndarray:
     bias = _checks.array("bias", bias, 1, dt)
     _checks.shape("bias", bias, (w.shape[1],), "Cout")
     y = np.empty((x.shape[0], w.shape[1]), dt)
-    if y.size:
-        call(_dense_kernel, x, w, bias, y)
-    return y
+    if y.size == 0:
+        return y
+    from ._plan import Plan
+
+    plan = Plan(dt)
+    t = plan_dense(plan, plan.input(x.shape), w, bias)
+    return plan.compile(t, copy_weights=False)(x, out=y)
 
 
-_GROUP = 4 * LANES  # output columns per work item: 4 independent accumulator tuples
+_GROUP = 4 * LANES  # output columns per work item: 4 independent accumulator vectors
 
 
-@njit(**PARALLEL)
-def _dense_kernel(x, w, bias, y):
-    """Items = groups of 64 output columns (the last may be narrower)."""
+def plan_dense(plan, x, w, bias):
+    """Add a dense op to ``plan`` (arguments as :func:`dense`, checked). Returns the output."""
+    N, K = x.shape
     C = w.shape[1]
-    for item in prange((C + _GROUP - 1) // _GROUP):
+
+    def fill(row, loc, scratch, out):
+        row[:13] = (OP_DENSE, -(-C // _GROUP), *loc(x), N, K, *loc(w), C, *loc(bias), *loc(out))
+
+    return plan.add(fill, [x], (N, C), [w, bias])
+
+
+def plan_pool(plan, x, is_max):
+    """Add a global average (or max) pool over H, W to ``plan``: (N, H, W, C) -> (N, C)."""
+    N, H, W, C = x.shape
+
+    def fill(row, loc, scratch, out):
+        row[:10] = (OP_POOL, N, *loc(x), N, H * W, C, *loc(out), bool(is_max))
+
+    return plan.add(fill, [x], (N, C))
+
+
+@njit(**INLINE)
+def exec_dense(op, bufs, sync, counter):
+    """Program row: kind, items, x (slot, off), N, K, w (slot, off), C, bias (slot, off),
+    y (slot, off). Items = groups of 64 output columns (the last may be narrower)."""
+    N, K, C = op[4], op[5], op[8]
+    x = view(bufs, op[2], op[3], (N, K))
+    w = view(bufs, op[6], op[7], (K, C))
+    bias = view(bufs, op[9], op[10], (C,))
+    y = view(bufs, op[11], op[12], (N, C))
+    item = next_item(sync, counter)
+    while item < op[1]:
         _dense_cols(x, w, bias, y, item * _GROUP, min(item * _GROUP + _GROUP, C))
+        item = next_item(sync, counter)
 
 
-@njit(**JIT)
+@njit(**INLINE)
+def exec_pool(op, bufs, sync, counter):
+    """Program row: kind, items (= N), x (slot, off), N, H*W, C, y (slot, off), max?
+    Average: the sum over H*W in order, then divided by H*W (what NumPy's ``mean`` does)."""
+    N, HW, C = op[4], op[5], op[6]
+    x = view(bufs, op[2], op[3], (N, HW, C))
+    y = view(bufs, op[7], op[8], (N, C))
+    item = next_item(sync, counter)
+    while item < op[1]:
+        _pool_image(x, y, item, op[9] != 0)
+        item = next_item(sync, counter)
+
+
+@njit(**LEAF)
+def _pool_image(x, y, n, is_max):
+    """y[n] = sum (or max) over x[n] (HW, C) in order; the sum is then divided by HW."""
+    HW, C = x.shape[1], x.shape[2]
+    for c in range(C):
+        y[n, c] = x[n, 0, c]
+    for i in range(1, HW):
+        for c in range(C):
+            v = x[n, i, c]
+            if is_max:
+                if v > y[n, c]:
+                    y[n, c] = v
+            else:
+                y[n, c] += v
+    if not is_max:
+        d = x.dtype.type(HW)
+        for c in range(C):
+            y[n, c] = y[n, c] / d
+
+
+@njit(**LEAF)
 def _dense_cols(x, w, bias, y, c_lo, c_hi):
     """y[:, c_lo:c_hi] for every row of x."""
     N, K = x.shape

@@ -1,302 +1,318 @@
-"""16-lane "vector" helpers: tuples of 16 scalars that LLVM keeps in vector registers.
+"""16-lane vectors: explicit LLVM ``<16 x float>`` / ``<16 x double>`` values for the kernels.
 
-Numba has no SIMD type, and small local arrays stay in memory (measured 5-13 GFLOP/s).
-A UniTuple of 16 float32/float64 values is an SSA value: after inlining, LLVM splits it
-into 16 scalars held in registers, and its SLP vectoriser packs the 16 identical scalar
-operations on 16 consecutive memory addresses into 2 ymm (AVX2) or 1 zmm (AVX-512,
-float32) instructions. That needs SLP on at compile time; see ``_config.py``.
+Numba has no SIMD type, and small local arrays stay in memory (measured 5-13 GFLOP/s). So
+this module adds one: ``Vec`` is a Numba type whose LLVM representation is a vector of 16
+elements of the array's dtype, and the helpers below are intrinsics that emit one vector
+instruction each (an unaligned vector load or store, ``fmul`` + ``fadd`` that LLVM fuses
+into one FMA, compare + select). LLVM legalises a 16-lane vector to 1 zmm (AVX-512,
+float32), 2 ymm (AVX2 float32, or AVX-512 float64) or 4 ymm (AVX2 float64).
 
-Every helper is written out lane by lane on purpose (no loops): that is exactly the
-straight-line code the SLP vectoriser wants, and it also runs unchanged as plain Python
-under ``NUMBA_DISABLE_JIT=1``. ``inline='always'`` inlines them at Numba-IR level, so
-they cost nothing and are compiled as part of the calling kernel.
+Why explicit vectors (and not 16 scalar lanes in a tuple, as before): the tuple version
+relied on LLVM's SLP vectoriser, which Numba leaves off (``_config.py``), and produced long
+straight-line code whose compilation dominated the cold start (measured: the depthwise strip
+function alone 30 s, the two pointwise tiles 14 s each, 74-81 s for a first prediction).
+A vector helper is one Numba call and a handful of LLVM instructions, whatever the setting
+of the SLP vectoriser; the arithmetic is the same, element by element.
+
+Arithmetic and rounding: ``fma(acc, s, a, i, j)`` is ``acc + s * a[i, j:j+16]`` with the
+``contract`` fast-math flag only (``_config.JIT``'s choice), i.e. one fused multiply-add per
+lane on FMA hardware, exactly what the scalar lanes compiled to. ``relu6`` reproduces Numba's
+(and Python's) ``min(max(u, 0), 6)`` lane by lane, NaN and signed-zero behaviour included:
+``max(u, z)`` is ``z if z > u else u``, ``min(t, six)`` is ``six if six < t else t``.
+
+Under ``NUMBA_DISABLE_JIT=1`` the same helpers are plain NumPy on 16-element arrays (the
+Python definitions below), so the kernels still run as Python for coverage.
 
 Naming: ``a`` is a 2-D array, ``(i, j)`` the start of a 16-element row segment
-``a[i, j:j+16]``; ``u, v, t, acc`` are 16-tuples; ``s`` a scalar.
+``a[i, j:j+16]``; ``u, v, t, acc`` are vectors; ``s`` a scalar.
 """
-from numba import njit
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic, models, overload, register_model
 
 from ._config import INLINE
 
 LANES = 16
+HALF = LANES // 2
 
 
-@njit(**INLINE)
+class Vec(types.Type):
+    """A vector of ``LANES`` values of ``dtype`` (a Numba float type), held in registers."""
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+        super().__init__(name=f"Vec{LANES}({dtype})")
+
+
+@register_model(Vec)
+class _VecModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        elem = dmm.lookup(fe_type.dtype).get_value_type()
+        super().__init__(dmm, fe_type, ir.VectorType(elem, LANES))
+
+
+_CONTRACT = ("contract",)
+
+
+def _vecty(context, dtype):
+    return ir.VectorType(context.get_value_type(dtype), LANES)
+
+
+def _index(context, builder, ty, val):
+    return context.cast(builder, val, ty, types.intp)
+
+
+def _vptr(context, builder, aryty, ary, idx_types, idx_vals, width=LANES):
+    """Pointer to ``width`` consecutive elements starting at ``ary[idx]`` (no wraparound)."""
+    arr = context.make_array(aryty)(context, builder, ary)
+    inds = [_index(context, builder, t, v) for t, v in zip(idx_types, idx_vals)]
+    p = cgutils.get_item_pointer(context, builder, aryty, arr, inds, wraparound=False)
+    elem = context.get_value_type(aryty.dtype)
+    return builder.bitcast(p, ir.VectorType(elem, width).as_pointer())
+
+
+def _vload(context, builder, aryty, ary, idx_types, idx_vals, width=LANES):
+    p = _vptr(context, builder, aryty, ary, idx_types, idx_vals, width)
+    return builder.load(p, align=aryty.dtype.bitwidth // 8)
+
+
+def _vstore(context, builder, aryty, ary, idx_types, idx_vals, val):
+    p = _vptr(context, builder, aryty, ary, idx_types, idx_vals, val.type.count)
+    builder.store(val, p, align=aryty.dtype.bitwidth // 8)
+
+
+def _splat(builder, vecty, s):
+    v = builder.insert_element(ir.Constant(vecty, ir.Undefined), s, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(v, ir.Constant(vecty, ir.Undefined),
+                                  ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
+
+
+def _muladd(builder, a, b, c):
+    """a * b + c with only the 'contract' flag: one FMA on FMA hardware (as the scalar code was)."""
+    return builder.fadd(builder.fmul(a, b, flags=_CONTRACT), c, flags=_CONTRACT)
+
+
+def _scalar(context, builder, fromty, val, dtype):
+    return context.cast(builder, val, fromty, dtype)
+
+
+# --- intrinsics (compiled code) ---------------------------------------------------------------
+
+@intrinsic
+def _i_load(typingctx, a, i, j):
+    def codegen(context, builder, sig, args):
+        return _vload(context, builder, sig.args[0], args[0], sig.args[1:], args[1:])
+    return Vec(a.dtype)(a, i, j), codegen
+
+
+@intrinsic
+def _i_load1(typingctx, a, j):
+    def codegen(context, builder, sig, args):
+        return _vload(context, builder, sig.args[0], args[0], sig.args[1:], args[1:])
+    return Vec(a.dtype)(a, j), codegen
+
+
+@intrinsic
+def _i_fma(typingctx, acc, s, a, i, j):
+    def codegen(context, builder, sig, args):
+        vecty = _vecty(context, sig.args[2].dtype)
+        w = _vload(context, builder, sig.args[2], args[2], sig.args[3:], args[3:])
+        sv = _splat(builder, vecty, _scalar(context, builder, sig.args[1], args[1], sig.args[2].dtype))
+        return _muladd(builder, sv, w, args[0])
+    return acc(acc, s, a, i, j), codegen
+
+
+@intrinsic
+def _i_fma_t(typingctx, acc, a, i, j, t):
+    def codegen(context, builder, sig, args):
+        x = _vload(context, builder, sig.args[1], args[1], sig.args[2:4], args[2:4])
+        return _muladd(builder, x, args[4], args[0])
+    return acc(acc, a, i, j, t), codegen
+
+
+@intrinsic
+def _i_mul_t(typingctx, a, i, j, t):
+    def codegen(context, builder, sig, args):
+        x = _vload(context, builder, sig.args[0], args[0], sig.args[1:3], args[1:3])
+        return builder.fmul(x, args[3], flags=_CONTRACT)
+    return t(a, i, j, t), codegen
+
+
+@intrinsic
+def _i_add(typingctx, u, v):
+    def codegen(context, builder, sig, args):
+        return builder.fadd(args[0], args[1], flags=_CONTRACT)
+    return u(u, v), codegen
+
+
+@intrinsic
+def _i_scale(typingctx, u, s):
+    def codegen(context, builder, sig, args):
+        vecty = _vecty(context, sig.args[0].dtype)
+        sv = _splat(builder, vecty, _scalar(context, builder, sig.args[1], args[1], sig.args[0].dtype))
+        return builder.fmul(args[0], sv, flags=_CONTRACT)
+    return u(u, s), codegen
+
+
+@intrinsic
+def _i_relu6(typingctx, u, zero, six):
+    def codegen(context, builder, sig, args):
+        dt = sig.args[0].dtype
+        vecty = _vecty(context, dt)
+        z = _splat(builder, vecty, _scalar(context, builder, sig.args[1], args[1], dt))
+        s6 = _splat(builder, vecty, _scalar(context, builder, sig.args[2], args[2], dt))
+        t = builder.select(builder.fcmp_ordered(">", z, args[0]), z, args[0])   # max(u, 0)
+        return builder.select(builder.fcmp_ordered("<", s6, t), s6, t)          # min(t, 6)
+    return u(u, zero, six), codegen
+
+
+@intrinsic
+def _i_store(typingctx, a, i, j, u):
+    def codegen(context, builder, sig, args):
+        _vstore(context, builder, sig.args[0], args[0], sig.args[1:3], args[1:3], args[3])
+        return context.get_dummy_value()
+    return types.none(a, i, j, u), codegen
+
+
+@intrinsic
+def _i_lane(typingctx, u, j):
+    def codegen(context, builder, sig, args):
+        return builder.extract_element(args[0], _index(context, builder, sig.args[1], args[1]))
+    return u.dtype(u, j), codegen
+
+
+@intrinsic
+def _i_fma2(typingctx, acc, s0, s1, a, i, j):
+    def codegen(context, builder, sig, args):
+        dt = sig.args[3].dtype
+        vecty = _vecty(context, dt)
+        lo = _splat(builder, vecty, _scalar(context, builder, sig.args[1], args[1], dt))
+        hi = _splat(builder, vecty, _scalar(context, builder, sig.args[2], args[2], dt))
+        mask = ir.Constant(ir.VectorType(ir.IntType(32), LANES),
+                           list(range(HALF)) + list(range(LANES + HALF, 2 * LANES)))
+        s = builder.shuffle_vector(lo, hi, mask)
+        w = _vload(context, builder, sig.args[3], args[3], sig.args[4:], args[4:])
+        return _muladd(builder, s, w, args[0])
+    return acc(acc, s0, s1, a, i, j), codegen
+
+
+@intrinsic
+def _i_load2(typingctx, a, i0, i1, j):
+    def codegen(context, builder, sig, args):
+        aty, (ti0, ti1, tj) = sig.args[0], sig.args[1:]
+        u = _vload(context, builder, aty, args[0], (ti0, tj), (args[1], args[3]), HALF)
+        v = _vload(context, builder, aty, args[0], (ti1, tj), (args[2], args[3]), HALF)
+        return builder.shuffle_vector(u, v, ir.Constant(ir.VectorType(ir.IntType(32), LANES),
+                                                        list(range(LANES))))
+    return Vec(a.dtype)(a, i0, i1, j), codegen
+
+
+@intrinsic
+def _i_store2(typingctx, a, i0, i1, j, u):
+    def codegen(context, builder, sig, args):
+        aty, (ti0, ti1, tj) = sig.args[0], sig.args[1:4]
+        half = ir.VectorType(args[4].type.element, HALF)
+        lo = builder.shuffle_vector(args[4], ir.Constant(args[4].type, ir.Undefined),
+                                    ir.Constant(ir.VectorType(ir.IntType(32), HALF), list(range(HALF))))
+        hi = builder.shuffle_vector(args[4], ir.Constant(args[4].type, ir.Undefined),
+                                    ir.Constant(ir.VectorType(ir.IntType(32), HALF),
+                                                list(range(HALF, LANES))))
+        assert lo.type == half
+        _vstore(context, builder, aty, args[0], (ti0, tj), (args[1], args[3]), lo)
+        _vstore(context, builder, aty, args[0], (ti1, tj), (args[2], args[3]), hi)
+        return context.get_dummy_value()
+    return types.none(a, i0, i1, j, u), codegen
+
+
+# --- the helpers: NumPy in Python (NUMBA_DISABLE_JIT), one intrinsic each when compiled --------
+
 def load(a, i, j):
-    """``a[i, j:j+16]`` as a 16-tuple."""
-    return (
-        a[i, j + 0],
-        a[i, j + 1],
-        a[i, j + 2],
-        a[i, j + 3],
-        a[i, j + 4],
-        a[i, j + 5],
-        a[i, j + 6],
-        a[i, j + 7],
-        a[i, j + 8],
-        a[i, j + 9],
-        a[i, j + 10],
-        a[i, j + 11],
-        a[i, j + 12],
-        a[i, j + 13],
-        a[i, j + 14],
-        a[i, j + 15],
-    )
+    """``a[i, j:j+16]`` as a vector."""
+    return a[i, j:j + LANES].copy()
 
 
-
-@njit(**INLINE)
 def load1(a, j):
-    """``a[j:j+16]`` (1-D ``a``) as a 16-tuple."""
-    return (
-        a[j + 0],
-        a[j + 1],
-        a[j + 2],
-        a[j + 3],
-        a[j + 4],
-        a[j + 5],
-        a[j + 6],
-        a[j + 7],
-        a[j + 8],
-        a[j + 9],
-        a[j + 10],
-        a[j + 11],
-        a[j + 12],
-        a[j + 13],
-        a[j + 14],
-        a[j + 15],
-    )
+    """``a[j:j+16]`` (1-D ``a``) as a vector."""
+    return a[j:j + LANES].copy()
 
 
-
-@njit(**INLINE)
 def fma(acc, s, a, i, j):
     """``acc + s * a[i, j:j+16]``: scalar ``s`` broadcast over one row segment."""
-    return (
-        acc[0] + s * a[i, j + 0],
-        acc[1] + s * a[i, j + 1],
-        acc[2] + s * a[i, j + 2],
-        acc[3] + s * a[i, j + 3],
-        acc[4] + s * a[i, j + 4],
-        acc[5] + s * a[i, j + 5],
-        acc[6] + s * a[i, j + 6],
-        acc[7] + s * a[i, j + 7],
-        acc[8] + s * a[i, j + 8],
-        acc[9] + s * a[i, j + 9],
-        acc[10] + s * a[i, j + 10],
-        acc[11] + s * a[i, j + 11],
-        acc[12] + s * a[i, j + 12],
-        acc[13] + s * a[i, j + 13],
-        acc[14] + s * a[i, j + 14],
-        acc[15] + s * a[i, j + 15],
-    )
+    return acc + s * a[i, j:j + LANES]
 
 
-
-@njit(**INLINE)
 def fma_t(acc, a, i, j, t):
-    """``acc + a[i, j:j+16] * t``: row segment times a 16-tuple ``t``, lane by lane."""
-    return (
-        acc[0] + a[i, j + 0] * t[0],
-        acc[1] + a[i, j + 1] * t[1],
-        acc[2] + a[i, j + 2] * t[2],
-        acc[3] + a[i, j + 3] * t[3],
-        acc[4] + a[i, j + 4] * t[4],
-        acc[5] + a[i, j + 5] * t[5],
-        acc[6] + a[i, j + 6] * t[6],
-        acc[7] + a[i, j + 7] * t[7],
-        acc[8] + a[i, j + 8] * t[8],
-        acc[9] + a[i, j + 9] * t[9],
-        acc[10] + a[i, j + 10] * t[10],
-        acc[11] + a[i, j + 11] * t[11],
-        acc[12] + a[i, j + 12] * t[12],
-        acc[13] + a[i, j + 13] * t[13],
-        acc[14] + a[i, j + 14] * t[14],
-        acc[15] + a[i, j + 15] * t[15],
-    )
+    """``acc + a[i, j:j+16] * t``: row segment times a vector ``t``, lane by lane."""
+    return acc + a[i, j:j + LANES] * t
 
 
-
-@njit(**INLINE)
 def mul_t(a, i, j, t):
     """``a[i, j:j+16] * t`` lane by lane."""
-    return (
-        a[i, j + 0] * t[0],
-        a[i, j + 1] * t[1],
-        a[i, j + 2] * t[2],
-        a[i, j + 3] * t[3],
-        a[i, j + 4] * t[4],
-        a[i, j + 5] * t[5],
-        a[i, j + 6] * t[6],
-        a[i, j + 7] * t[7],
-        a[i, j + 8] * t[8],
-        a[i, j + 9] * t[9],
-        a[i, j + 10] * t[10],
-        a[i, j + 11] * t[11],
-        a[i, j + 12] * t[12],
-        a[i, j + 13] * t[13],
-        a[i, j + 14] * t[14],
-        a[i, j + 15] * t[15],
-    )
+    return a[i, j:j + LANES] * t
 
 
-@njit(**INLINE)
 def add(u, v):
     """``u + v`` lane by lane."""
-    return (
-        u[0] + v[0],
-        u[1] + v[1],
-        u[2] + v[2],
-        u[3] + v[3],
-        u[4] + v[4],
-        u[5] + v[5],
-        u[6] + v[6],
-        u[7] + v[7],
-        u[8] + v[8],
-        u[9] + v[9],
-        u[10] + v[10],
-        u[11] + v[11],
-        u[12] + v[12],
-        u[13] + v[13],
-        u[14] + v[14],
-        u[15] + v[15],
-    )
+    return u + v
 
 
-
-@njit(**INLINE)
-def relu6(u, zero, six):
-    """``min(max(u, zero), six)`` lane by lane (``zero``/``six`` in the data dtype)."""
-    return (
-        min(max(u[0], zero), six),
-        min(max(u[1], zero), six),
-        min(max(u[2], zero), six),
-        min(max(u[3], zero), six),
-        min(max(u[4], zero), six),
-        min(max(u[5], zero), six),
-        min(max(u[6], zero), six),
-        min(max(u[7], zero), six),
-        min(max(u[8], zero), six),
-        min(max(u[9], zero), six),
-        min(max(u[10], zero), six),
-        min(max(u[11], zero), six),
-        min(max(u[12], zero), six),
-        min(max(u[13], zero), six),
-        min(max(u[14], zero), six),
-        min(max(u[15], zero), six),
-    )
-
-
-
-@njit(**INLINE)
-def store(a, i, j, u):
-    """``a[i, j:j+16] = u``."""
-    a[i, j + 0] = u[0]
-    a[i, j + 1] = u[1]
-    a[i, j + 2] = u[2]
-    a[i, j + 3] = u[3]
-    a[i, j + 4] = u[4]
-    a[i, j + 5] = u[5]
-    a[i, j + 6] = u[6]
-    a[i, j + 7] = u[7]
-    a[i, j + 8] = u[8]
-    a[i, j + 9] = u[9]
-    a[i, j + 10] = u[10]
-    a[i, j + 11] = u[11]
-    a[i, j + 12] = u[12]
-    a[i, j + 13] = u[13]
-    a[i, j + 14] = u[14]
-    a[i, j + 15] = u[15]
-
-
-@njit(**INLINE)
 def scale(u, s):
     """``u * s`` lane by lane (scalar ``s``)."""
-    return (
-        u[0] * s,
-        u[1] * s,
-        u[2] * s,
-        u[3] * s,
-        u[4] * s,
-        u[5] * s,
-        u[6] * s,
-        u[7] * s,
-        u[8] * s,
-        u[9] * s,
-        u[10] * s,
-        u[11] * s,
-        u[12] * s,
-        u[13] * s,
-        u[14] * s,
-        u[15] * s,
-    )
+    return u * s
 
 
-# --- two pixels x 8 channels in one 16-lane tuple (lanes 0-7: pixel row i0, 8-15: i1) ---
-# Used for a last panel of at most 8 output channels, so it does not waste half the FMAs.
+def relu6(u, zero, six):
+    """``min(max(u, zero), six)`` lane by lane, with Python's max/min semantics."""
+    t = np.where(zero > u, zero, u).astype(u.dtype)
+    return np.where(six < t, six, t).astype(u.dtype)
 
-@njit(**INLINE)
+
+def store(a, i, j, u):
+    """``a[i, j:j+16] = u``."""
+    a[i, j:j + LANES] = u
+
+
+def lane(u, j):
+    """Element ``j`` of vector ``u``."""
+    return u[j]
+
+
+# Two pixels x 8 channels in one vector (lanes 0-7: pixel row i0, 8-15: i1), for a last
+# panel of at most 8 output channels, so that it does not waste half the FMAs.
+
 def fma2(acc, s0, s1, a, i, j):
     """``acc + (s0 * a[i, j:j+8], s1 * a[i, j+8:j+16])``: two broadcasts, one per half."""
-    return (
-        acc[0] + s0 * a[i, j + 0],
-        acc[1] + s0 * a[i, j + 1],
-        acc[2] + s0 * a[i, j + 2],
-        acc[3] + s0 * a[i, j + 3],
-        acc[4] + s0 * a[i, j + 4],
-        acc[5] + s0 * a[i, j + 5],
-        acc[6] + s0 * a[i, j + 6],
-        acc[7] + s0 * a[i, j + 7],
-        acc[8] + s1 * a[i, j + 8],
-        acc[9] + s1 * a[i, j + 9],
-        acc[10] + s1 * a[i, j + 10],
-        acc[11] + s1 * a[i, j + 11],
-        acc[12] + s1 * a[i, j + 12],
-        acc[13] + s1 * a[i, j + 13],
-        acc[14] + s1 * a[i, j + 14],
-        acc[15] + s1 * a[i, j + 15],
-    )
+    s = np.concatenate([np.full(HALF, s0), np.full(HALF, s1)]).astype(a.dtype)
+    return acc + s * a[i, j:j + LANES]
 
 
-@njit(**INLINE)
 def load2(a, i0, i1, j):
-    """``(a[i0, j:j+8], a[i1, j:j+8])`` as one 16-tuple."""
-    return (
-        a[i0, j + 0],
-        a[i0, j + 1],
-        a[i0, j + 2],
-        a[i0, j + 3],
-        a[i0, j + 4],
-        a[i0, j + 5],
-        a[i0, j + 6],
-        a[i0, j + 7],
-        a[i1, j + 0],
-        a[i1, j + 1],
-        a[i1, j + 2],
-        a[i1, j + 3],
-        a[i1, j + 4],
-        a[i1, j + 5],
-        a[i1, j + 6],
-        a[i1, j + 7],
-    )
+    """``(a[i0, j:j+8], a[i1, j:j+8])`` as one vector."""
+    return np.concatenate([a[i0, j:j + HALF], a[i1, j:j + HALF]])
 
 
-@njit(**INLINE)
 def store2(a, i0, i1, j, u):
     """``a[i0, j:j+8] = u[:8]; a[i1, j:j+8] = u[8:]``."""
-    a[i0, j + 0] = u[0]
-    a[i0, j + 1] = u[1]
-    a[i0, j + 2] = u[2]
-    a[i0, j + 3] = u[3]
-    a[i0, j + 4] = u[4]
-    a[i0, j + 5] = u[5]
-    a[i0, j + 6] = u[6]
-    a[i0, j + 7] = u[7]
-    a[i1, j + 0] = u[8]
-    a[i1, j + 1] = u[9]
-    a[i1, j + 2] = u[10]
-    a[i1, j + 3] = u[11]
-    a[i1, j + 4] = u[12]
-    a[i1, j + 5] = u[13]
-    a[i1, j + 6] = u[14]
-    a[i1, j + 7] = u[15]
+    a[i0, j:j + HALF] = u[:HALF]
+    a[i1, j:j + HALF] = u[HALF:]
+
+
+def _bind(py, impl):
+    """Compiled code calls ``impl`` (an intrinsic) wherever the Python helper ``py`` is called."""
+    names = ", ".join(py.__code__.co_varnames[:py.__code__.co_argcount])
+    ns = {"_impl": impl}
+    exec(f"def typer({names}):\n    return impl\n"
+         f"def impl({names}):\n    return _impl({names})\n", ns)  # same argument names
+    opts = {k: v for k, v in INLINE.items() if k != "inline"}
+    overload(py, jit_options=opts, inline="always")(ns["typer"])
+
+
+for _py, _impl in ((load, _i_load), (load1, _i_load1), (fma, _i_fma), (fma_t, _i_fma_t),
+                   (mul_t, _i_mul_t), (add, _i_add), (scale, _i_scale), (relu6, _i_relu6),
+                   (store, _i_store), (lane, _i_lane), (fma2, _i_fma2), (load2, _i_load2),
+                   (store2, _i_store2)):
+    _bind(_py, _impl)

@@ -35,11 +35,14 @@ Layout and blocking (why it is fast)
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, types
+from numba.extending import overload
 
 from . import _checks
-from ._config import JIT, PARALLEL, call
-from ._lanes import LANES, add, fma, fma2, load, load1, load2, relu6, store, store2
+from ._config import INLINE, LEAF
+from ._sync import next_item, view
+from ._program import OP_POINTWISE
+from ._lanes import LANES, add, fma, fma2, lane, load, load1, load2, relu6, store, store2
 
 # Epilogue flags (bit set): bias is always added first, then ReLU6, then the residual.
 _RELU6, _RESIDUAL = 1, 2
@@ -119,22 +122,84 @@ def pointwise(x: np.ndarray, packed: PackedPointwise, bias: np.ndarray, relu6: b
     bias = _checks.array("bias", bias, 1, dt)
     _checks.shape("bias", bias, (packed.cout,), "Cout")
     yshape = x.shape[:-1] + (packed.cout,)
-    mode = _RELU6 if relu6 else 0
-    res2 = _empty2(dt)
     if residual is not None:
         residual = _checks.array("residual", residual, None, dt)
         _checks.shape("residual", residual, yshape, "same as the output")
-        mode |= _RESIDUAL
-        res2 = residual.reshape(-1, packed.cout)
     y = _checks.output(out, yshape, dt, {"x": x})
-    x2 = x.reshape(-1, packed.cin)
-    y2 = y.reshape(-1, packed.cout)
-    if x2.shape[0] == 0:
+    if y.size == 0:
         return y
-    kernel, mr = (_pointwise5, 5) if dt == np.float32 else (_pointwise3, 3)
-    tb, g = _blocking(x2.shape[0], packed.cin, packed.panels.shape[0], mr, dt.itemsize)
-    call(kernel, x2, packed.panels, _bias_lanes(bias, packed), mode, res2, y2, tb, g)
-    return y
+    from ._plan import Plan
+
+    plan = Plan(dt)
+    t = plan_pointwise(plan, plan.input(x.shape), packed, bias, relu6, residual)
+    return plan.compile(t, copy_weights=False)(x, out=y)
+
+
+def tile_rows(dtype) -> int:
+    """Pixels per pointwise register tile for ``dtype`` on this CPU (see module doc)."""
+    return 5 if np.dtype(dtype) == np.float32 else 3
+
+
+def plan_pointwise(plan, x, packed, bias, relu6, residual=None):
+    """Add a pointwise op to ``plan`` (arguments checked by :func:`pointwise`); ``residual``
+    is a plan Tensor, an array, or None. Returns the output Tensor."""
+    dt = plan.dtype
+    P = x.size // packed.cin
+    Q = packed.panels.shape[0]
+    mr = tile_rows(dt)
+    tb, g = _blocking(P, packed.cin, Q, mr, dt.itemsize)
+    bp = mr * tb
+    nblocks, ngroups = -(-P // bp), -(-Q // g)
+    bl = _bias_lanes(bias, packed)
+    mode = (_RELU6 if relu6 else 0) | (_RESIDUAL if residual is not None else 0)
+    consts = [packed.panels, bl] + ([residual] if isinstance(residual, np.ndarray) else [])
+    inputs = [x] + ([residual] if residual is not None and not isinstance(residual, np.ndarray) else [])
+
+    def fill(row, loc, scratch, out):
+        rs, ro = loc(residual) if residual is not None else (0, 0)
+        row[:21] = (OP_POINTWISE, nblocks * ngroups, *loc(x), P, packed.cin, *loc(packed.panels), Q,
+                    *loc(bl), rs, ro, residual is not None, *loc(out), packed.cout, mode, bp, g, ngroups)
+
+    return plan.add(fill, inputs, x.shape[:-1] + (packed.cout,), consts)
+
+
+@njit(**INLINE)
+def exec_pointwise(op, bufs, sync, counter):
+    """Program row: kind, items, x (slot, off), P, K, panels (slot, off), Q, bias (slot, off),
+    residual (slot, off, present), y (slot, off), C, mode, pixels per item, panels per item, groups."""
+    P, K, Q, C = op[4], op[5], op[8], op[16]
+    x = view(bufs, op[2], op[3], (P, K))
+    panels = view(bufs, op[6], op[7], (Q, K, LANES))
+    bias = view(bufs, op[9], op[10], (Q * LANES,))
+    if op[13]:
+        res = view(bufs, op[11], op[12], (P, C))
+    else:
+        res = view(bufs, op[11], 0, (0, 0))
+    y = view(bufs, op[14], op[15], (P, C))
+    mode, bp, g, ngroups = op[17], op[18], op[19], op[20]
+    item = next_item(sync, counter)
+    while item < op[1]:
+        blk = item // ngroups
+        grp = item - blk * ngroups
+        pa = blk * bp
+        tiles(x, panels, bias, res, y, pa, min(pa + bp, P), grp * g, min(grp * g + g, Q), mode)
+        item = next_item(sync, counter)
+
+
+def tiles(x, panels, bias, res, y, pa, pb, q0, q1, mode):
+    """Pixels pa..pb-1 x panels q0..q1-1 with the tiles for x's dtype (float32: 5-pixel tiles,
+    float64: 3). Plain Python under NUMBA_DISABLE_JIT; compiled code resolves the choice at
+    typing time (overload below), so only one tile family is compiled per dtype."""
+    (_panels5 if x.dtype == np.float32 else _panels3)(x, panels, bias, res, y, pa, pb, q0, q1, mode)
+
+
+@overload(tiles, jit_options={k: v for k, v in INLINE.items() if k != "inline"}, inline="always")
+def _tiles_overload(x, panels, bias, res, y, pa, pb, q0, q1, mode):
+    if x.dtype == types.float32:
+        return lambda x, panels, bias, res, y, pa, pb, q0, q1, mode: _panels5(
+            x, panels, bias, res, y, pa, pb, q0, q1, mode)
+    return lambda x, panels, bias, res, y, pa, pb, q0, q1, mode: _panels3(
+        x, panels, bias, res, y, pa, pb, q0, q1, mode)
 
 
 def _bias_lanes(bias: np.ndarray, packed: PackedPointwise) -> np.ndarray:
@@ -177,14 +242,14 @@ def _blocking(P: int, K: int, npanel: int, mr: int, itemsize: int) -> tuple:
 # epilogue must be inlined too: passing the accumulator tuples *only* to a non-inlined
 # function made LLVM scalarise them inside the k loop (measured 3-6 GFLOP/s). Rare paths
 # (last partial panel) may call one, since the hot path keeps the tuples in vector form.
-@njit(**JIT)
+@njit(**LEAF)
 def _tail(y, res, p0, pb, c0, nc, mode, a0, a1, a2, a3, a4):
     """Epilogue + store of the first ``nc < 16`` lanes of the valid rows p0.. of a tile
     (last panel only)."""
     for i in range(min(5, pb - p0)):
         a = a0 if i == 0 else a1 if i == 1 else a2 if i == 2 else a3 if i == 3 else a4
         for j in range(nc):
-            v = a[j]
+            v = lane(a, j)
             if mode & _RELU6:
                 v = min(max(v, y.dtype.type(0.0)), y.dtype.type(6.0))
             if mode & _RESIDUAL:
@@ -196,7 +261,7 @@ def _tail(y, res, p0, pb, c0, nc, mode, a0, a1, a2, a3, a4):
 # inlined helper taking arrays and containing branches leaves NRT_incref/decref calls
 # behind, and any call clobbers every vector register, spilling all accumulators
 # (measured: 37 -> ~55 GFLOP/s on thin layers once removed).
-@njit(**JIT)
+@njit(**LEAF)
 def _block5(x, w, bias, res, y, pa, pb, c0, nc, mode):
     """Pixels pa..pb-1 in tiles of 5 x one 16-channel panel ``w`` (K, 16) -> y[:, c0:c0+nc].
 
@@ -253,7 +318,7 @@ def _block5(x, w, bias, res, y, pa, pb, c0, nc, mode):
             _tail(y, res, p0, pb, c0, nc, mode, a0, a1, a2, a3, a4)
 
 
-@njit(**JIT)
+@njit(**LEAF)
 def _block5h(x, w, bias, res, y, pa, pb, c0, nc, mode):
     """A last panel of ``nc <= 8`` channels: tiles of 10 pixels x 8 channels, each 16-lane
     tuple holding 2 pixels (``pack_pointwise`` stored the 8 weight lanes twice), so the
@@ -308,20 +373,20 @@ def _block5h(x, w, bias, res, y, pa, pb, c0, nc, mode):
             _store_pairs(y, res, p0, pb, c0, nc, mode, a0, a1, a2, a3, a4)
 
 
-@njit(**JIT)
+@njit(**LEAF)
 def _store_pairs(y, res, p0, pb, c0, nc, mode, a0, a1, a2, a3, a4):
     """Residual add + store of the valid pixels/channels of a :func:`_block5h` tile."""
     for i in range(min(10, pb - p0)):
         a = a0 if i < 2 else a1 if i < 4 else a2 if i < 6 else a3 if i < 8 else a4
         half = (i % 2) * (LANES // 2)
         for j in range(nc):
-            v = a[half + j]
+            v = lane(a, half + j)
             if mode & _RESIDUAL:
                 v += res[p0 + i, c0 + j]
             y[p0 + i, c0 + j] = v
 
 
-@njit(**JIT)
+@njit(**LEAF)
 def _block3(x, w, bias, res, y, pa, pb, c0, nc, mode):
     """:func:`_block5` with 3-pixel tiles (float64 on AVX2: 12 accumulator ymm)."""
     K = x.shape[1]
@@ -359,43 +424,7 @@ def _block3(x, w, bias, res, y, pa, pb, c0, nc, mode):
             _tail(y, res, p0, min(pb, p0 + 3), c0, nc, mode, a0, a1, a2, a2, a2)
 
 
-# Two parallel drivers that differ only in the tile functions: a runtime switch would
-# compile both tile sizes for each dtype (twice the compile time for nothing).
-@njit(**PARALLEL)
-def _pointwise5(x, panels, bias, mode, res, y, tb, g):
-    """x (P, K), panels (Q, K, 16), bias (16*Q,), res (P, C) or (0, 0), y (P, C).
-
-    Work item = (block of ``tb`` tiles of 5 pixels) x (group of ``g`` panels)."""
-    P = x.shape[0]
-    Q = panels.shape[0]
-    bp = 5 * tb  # pixels per block
-    nblocks = (P + bp - 1) // bp
-    ngroups = (Q + g - 1) // g
-    for item in prange(nblocks * ngroups):
-        blk = item // ngroups
-        grp = item - blk * ngroups
-        pa = blk * bp
-        pb = min(pa + bp, P)
-        _panels5(x, panels, bias, res, y, pa, pb, grp * g, min(grp * g + g, Q), mode)
-
-
-@njit(**PARALLEL)
-def _pointwise3(x, panels, bias, mode, res, y, tb, g):
-    """:func:`_pointwise5` with tiles of 3 pixels (and no 2-pixel tail kernel)."""
-    P = x.shape[0]
-    Q = panels.shape[0]
-    bp = 3 * tb
-    nblocks = (P + bp - 1) // bp
-    ngroups = (Q + g - 1) // g
-    for item in prange(nblocks * ngroups):
-        blk = item // ngroups
-        grp = item - blk * ngroups
-        pa = blk * bp
-        pb = min(pa + bp, P)
-        _panels3(x, panels, bias, res, y, pa, pb, grp * g, min(grp * g + g, Q), mode)
-
-
-@njit(**JIT)
+@njit(**INLINE)
 def _panels5(x, panels, bias, res, y, pa, pb, q0, q1, mode):
     """Pixels pa..pb-1 x panels q0..q1-1 with the float32 tiles (a last panel of at most 8
     channels takes :func:`_block5h`). Also called by the banded block kernel."""
@@ -408,7 +437,7 @@ def _panels5(x, panels, bias, res, y, pa, pb, q0, q1, mode):
             _block5(x, panels[q], bias, res, y, pa, pb, q * LANES, nc, mode)
 
 
-@njit(**JIT)
+@njit(**INLINE)
 def _panels3(x, panels, bias, res, y, pa, pb, q0, q1, mode):
     """:func:`_panels5` with the float64 tiles."""
     C = y.shape[1]

@@ -189,6 +189,7 @@ class Model:
             from . import numba_ops  # imports Numba: only when a numba model is built
 
             self._ops, self._params = numba_ops, numba_ops.pack(self.params)
+            self._plans = {}  # compiled forward passes by (input shape, threads): see compile()
         elif backend == "numpy":
             self._ops, self._params = numpy_ops, self.params
         else:
@@ -275,11 +276,45 @@ class Model:
                               UserWarning, stacklevel=3)
         return y
 
+    def _forward_kwargs(self):
+        act = self.classifier_activation
+        return dict(params=self._params, alpha=self.alpha, include_top=self.include_top, pooling=self.pooling,
+                    activation="softmax" if act == "softmax" else None, static=self.static, banded=self.banded)
+
+    def compile(self, batch_size: int = 1, input_hw=None):
+        """Numba backend: build the plan of the forward pass for ``batch_size`` images now and
+        compile (or load from Numba's cache) the engine it runs on; returns the plan.
+
+        Calling the model does this on first use of each batch shape anyway (the plan takes
+        milliseconds; compiling the engine seconds, once per machine). ``input_hw`` is needed
+        for a model built without a fixed input size.
+        """
+        if self.backend != "numba":
+            raise ValueError(f"compile(): only the numba backend is compiled, this model uses {self.backend!r}")
+        hw = tuple(input_hw) if input_hw is not None else tuple(self.input_shape[1:3])
+        if None in hw:
+            raise ValueError(f"model {self.name!r} has no fixed input size; pass input_hw=(H, W)")
+        return self._compiled((int(batch_size),) + hw + (3,))
+
+    def _compiled(self, shape):
+        """The compiled forward pass for input ``shape`` (kept for the last two shapes used)."""
+        from .kernels import get_num_threads
+
+        key = (shape, get_num_threads())
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._ops.compile_forward(forward.forward, shape, self.dtype, **self._forward_kwargs())
+            while len(self._plans) >= 2:
+                self._plans.pop(next(iter(self._plans)))
+            self._plans[key] = plan
+        return plan
+
     def _run(self, x, tap=None):
         act = self.classifier_activation
-        y = forward.forward(x, self._params, self.alpha, include_top=self.include_top, pooling=self.pooling,
-                            activation="softmax" if act == "softmax" else None, static=self.static,
-                            banded=self.banded, ops=self._ops, tap=tap)
+        if self.backend == "numba" and tap is None and x.shape[0] > 0:
+            y = self._compiled(x.shape)(x)
+        else:
+            y = forward.forward(x, ops=self._ops, tap=tap, **self._forward_kwargs())
         if self.include_top and callable(act):
             y = np.asarray(act(y), self.dtype)
             if tap is not None:

@@ -48,8 +48,7 @@ def expand_depthwise_project(x, expand_w, expand_b, depthwise_w, depthwise_b, st
     """
     if residual is not None and residual is not x:
         raise ValueError("expand_depthwise_project: the residual must be the block's input x")
-    wide = x.size // x.shape[-1] * depthwise_w.shape[-1] * x.itemsize  # bytes of the (N, H, W, t*cin) tensor
-    if wide < _MIN_BANDED_BYTES or x.shape[0] * (x.shape[1] // stride) < _MIN_BANDED_ROWS:
+    if not banding_pays(x, depthwise_w, stride):
         h = x if expand_w is None else pointwise(x, expand_w, expand_b, True)
         h = depthwise3x3(h, depthwise_w, depthwise_b, stride, pads, True)
         return pointwise(h, project_w, project_b, False, residual)
@@ -59,6 +58,79 @@ def expand_depthwise_project(x, expand_w, expand_b, depthwise_w, depthwise_b, st
 
 _MIN_BANDED_BYTES = 1 << 20
 _MIN_BANDED_ROWS = 16
+
+
+def banding_pays(x, depthwise_w, stride) -> bool:
+    """Whether a block on ``x`` (array or plan Tensor) runs banded (see above)."""
+    wide = x.size // x.shape[-1] * depthwise_w.shape[-1] * x.itemsize  # bytes of the (N, H, W, t*cin) tensor
+    return wide >= _MIN_BANDED_BYTES and x.shape[0] * (x.shape[1] // stride) >= _MIN_BANDED_ROWS
+
+
+class PlanOps:
+    """``forward.py``'s ``ops`` recording into a :class:`mnv2ref.kernels.Plan` instead of computing.
+
+    Running ``forward.forward`` on a plan's input Tensor with these ops writes the forward pass,
+    exactly as ``forward.py`` describes it, as a plan: the network is not written a second time.
+    The operations and their fusions are those of the functions above (same banding rule).
+    """
+
+    def __init__(self, plan):
+        self.plan = plan
+        self.softmax_of = None  # the Tensor the final softmax applies to (done in NumPy)
+
+    def conv3x3(self, x, w, b, stride, pads, relu6=False):
+        return self.plan.conv3x3(x, w, b, stride, pads, relu6)
+
+    def depthwise3x3(self, x, w, b, stride, pads, relu6=False):
+        return self.plan.depthwise3x3(x, w, b, stride, pads, relu6)
+
+    def pointwise(self, x, w, b, relu6=False, residual=None):
+        return self.plan.pointwise(x, w, b, relu6, residual)
+
+    def expand_depthwise_project(self, x, expand_w, expand_b, depthwise_w, depthwise_b, stride, pads, project_w,
+                                 project_b, residual=None):
+        if not banding_pays(x, depthwise_w, stride):
+            h = x if expand_w is None else self.pointwise(x, expand_w, expand_b, True)
+            h = self.depthwise3x3(h, depthwise_w, depthwise_b, stride, pads, True)
+            return self.pointwise(h, project_w, project_b, False, residual)
+        return self.plan.expand_depthwise_project(x, expand_w, expand_b, depthwise_w, depthwise_b, stride, pads,
+                                                  project_w, project_b, residual is not None)
+
+    def global_avg_pool(self, x):
+        return self.plan.global_avg_pool(x)
+
+    def global_max_pool(self, x):
+        return self.plan.global_max_pool(x)
+
+    def dense(self, x, w, b):
+        return self.plan.dense(x, w, b)
+
+    def softmax(self, x):
+        self.softmax_of = x
+        return x
+
+
+class CompiledForward:
+    """The whole forward pass for one input shape: one engine program (+ the final softmax)."""
+
+    def __init__(self, program, softmax: bool):
+        self.program, self.softmax = program, softmax
+
+    def __call__(self, x):
+        y = self.program(x)
+        return softmax(y) if self.softmax else y
+
+
+def compile_forward(forward, shape, dtype, **kwargs) -> CompiledForward:
+    """Plan ``forward(x, **kwargs)`` (``forward.forward``) for inputs of ``shape`` and ``dtype``."""
+    from .kernels import Plan
+
+    plan = Plan(dtype)
+    ops = PlanOps(plan)
+    y = forward(plan.input(shape), ops=ops, tap=None, **kwargs)
+    if ops.softmax_of is not None and ops.softmax_of is not y:
+        raise ValueError("softmax must be the last operation")
+    return CompiledForward(plan.compile(y), ops.softmax_of is not None)
 
 
 def pack(params: dict) -> dict:

@@ -467,9 +467,9 @@ def test_import_compiles_nothing_and_keeps_numba_config():
         import numba
         slp = numba.config.SLP_VECTORIZE
         import mnv2ref.kernels as K
-        from mnv2ref.kernels import _pointwise, _depthwise, _conv, _block, _head
+        from mnv2ref.kernels import _pointwise, _depthwise, _conv, _block, _head, _engine, _sync, _lanes
         assert numba.config.SLP_VECTORIZE == slp
-        for mod in (_pointwise, _depthwise, _conv, _block, _head):
+        for mod in (_pointwise, _depthwise, _conv, _block, _head, _engine, _sync, _lanes):
             for name in dir(mod):
                 f = getattr(mod, name)
                 if hasattr(f, "signatures"):
@@ -477,33 +477,58 @@ def test_import_compiles_nothing_and_keeps_numba_config():
     """)
 
 
+# Any x86 spelling of an FMA: vfmadd/vfmsub/vfnmadd/vfnmsub with 132/213/231, packed (ps/pd) or
+# scalar (ss/sd), with a register, memory or broadcast ({1to16}) operand, on xmm, ymm or zmm.
+_FMA = r"^\s*vfn?m(?:add|sub)(?:132|213|231)(p|s)[sd]\s+(.*)$"
+
+_FMA_PROBE = """
+    import re, numba, numpy as np
+    import mnv2ref.kernels as K
+    from mnv2ref.kernels import _pointwise as P
+    before = numba.config.SLP_VECTORIZE
+    K.pointwise(np.ones((7, 9), np.float32), K.pack_pointwise(np.ones((9, 16), np.float32)),
+                np.zeros(16, np.float32), True)
+    assert numba.config.SLP_VECTORIZE == before
+    asm = P._block5.inspect_asm(P._block5.signatures[0])
+    fmas = re.findall(%r, asm, re.M)
+    print(sum(k == "p" for k, _ in fmas), sum(k == "s" for k, _ in fmas),
+          sum("zmm" in ops for k, ops in fmas if k == "p"), int("zmm" in asm))
+""" % _FMA
+
+
+def _fma_counts(tmp_path, **env):
+    """(packed FMAs, scalar FMAs, packed FMAs on zmm, any zmm at all) in the float32 pointwise
+    tile, compiled in a fresh process with an empty cache and Numba's default SLP setting off."""
+    out = _run(_FMA_PROBE, NUMBA_CACHE_DIR=str(tmp_path), NUMBA_SLP_VECTORIZE="0", **env)
+    return tuple(map(int, out.split()))
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(NOJIT, reason="inspects generated machine code")
 def test_cold_compile_uses_packed_fma(tmp_path):
-    """Fresh process, empty cache: the pointwise hot loop must be packed FMAs (SLP on)
-    even though Numba's default leaves SLP off, and the global setting is restored."""
-    out = _run("""
-        import re, numba, numpy as np
-        import mnv2ref.kernels as K
-        from mnv2ref.kernels import _pointwise as P
-        before = numba.config.SLP_VECTORIZE
-        K.pointwise(np.ones((7, 9), np.float32), K.pack_pointwise(np.ones((9, 16), np.float32)),
-                    np.zeros(16, np.float32), True)
-        assert numba.config.SLP_VECTORIZE == before
-        asm = P._block5.inspect_asm(P._block5.signatures[0])
-        packed = len(re.findall(r"vfmadd\\w*ps\\s+%[yz]mm", asm))
-        scalar = len(re.findall(r"vfmadd\\w*ss", asm))
-        print(packed, scalar)
-    """, NUMBA_CACHE_DIR=str(tmp_path), NUMBA_SLP_VECTORIZE="0")
-    packed, scalar = map(int, out.split())
-    assert packed >= 10 and scalar == 0, (packed, scalar)
+    """Fresh process, empty cache, on this machine's CPU: the pointwise hot loop is packed FMAs
+    (any operand form, ymm or zmm), never scalar ones, and the global setting is restored."""
+    packed, scalar, _, _ = _fma_counts(tmp_path)
+    assert packed >= 5 and scalar == 0, (packed, scalar)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(NOJIT, reason="inspects generated machine code")
+def test_cold_compile_uses_packed_fma_on_avx2(tmp_path):
+    """The same for an AVX2 target (Haswell: 16 ymm registers, no AVX-512), whatever the host:
+    the code path an AVX2 machine runs is covered on an AVX-512 one too."""
+    packed, scalar, zmm_fmas, any_zmm = _fma_counts(tmp_path, NUMBA_CPU_NAME="haswell",
+                                                     NUMBA_CPU_FEATURES="")
+    assert packed >= 5 and scalar == 0 and zmm_fmas == 0 and not any_zmm, \
+        (packed, scalar, zmm_fmas, any_zmm)
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(NOJIT, reason="inspects Numba's on-disk cache")
 def test_a_second_process_compiles_nothing(tmp_path):
     """Warm start: what one process compiled, the next loads from the cache (no cache miss).
-    (A function-typed kernel argument once made every process recompile for 11 s.)"""
+    (A function-typed kernel argument once made every process recompile for 11 s.) The three
+    kernel calls run through one compiled engine function (``_engine.run_function()``)."""
     code = """
         import numpy as np
         import mnv2ref.kernels as K
@@ -515,11 +540,14 @@ def test_a_second_process_compiles_nothing(tmp_path):
                                    K.pack_pointwise(np.ones((48, 8), f)), np.zeros(8, f), True)
         K.pointwise(x, K.pack_pointwise(np.ones((8, 16), f)), np.zeros(16, f), True)
         K.depthwise3x3(x, np.ones((3, 3, 8), f), np.zeros(8, f), 2, ((0, 1), (0, 1)))
-        kernels = (_block._edp_kernel, _pointwise._pointwise5, _depthwise._depthwise_kernel)
-        print(sum(sum(k.stats.cache_misses.values()) for k in kernels),
-              sum(sum(k.stats.cache_hits.values()) for k in kernels))
+        from mnv2ref.kernels import _conv, _head, _engine
+        run = _engine.run_function()
+        others = [f for mod in (_block, _pointwise, _depthwise, _conv, _head) for f in vars(mod).values()
+                  if hasattr(f, "signatures") and f.signatures]
+        print(sum(run.stats.cache_misses.values()), sum(run.stats.cache_hits.values()), len(others))
     """
     first = _run(code, NUMBA_CACHE_DIR=str(tmp_path)).split()
     second = _run(code, NUMBA_CACHE_DIR=str(tmp_path)).split()
-    assert first[0] != "0", first  # the first process did compile (empty cache)
-    assert second == ["0", "3"], second
+    assert first[0] != "0" and first[2] != "0", first  # the first process did compile (empty cache)
+    # The second loads the one engine function and compiles nothing, not even a tile function.
+    assert second == ["0", "1", "0"], second

@@ -1,0 +1,183 @@
+"""The engine: ONE compiled function runs a whole program of kernel calls on a few threads.
+
+A *program* is an int64 array, one row per operation (``OP_*`` below: the fields of each kind
+are listed next to its executor). Operands are (slot, offset) pairs into ``bufs``, a tuple of
+``NSLOTS`` flat arrays of one dtype: the input, the output, the arena of intermediate tensors
+and scratch, and the weights (see ``_plan.py``, which builds programs).
+
+    _run(prog, bufs, sync, tid, nthreads)     # one call per thread, GIL released
+
+Each thread calls :func:`_run` once for the whole program. For every operation the threads
+take work items from a shared atomic counter (``sync``), so a thread that the OS preempts
+(a busy machine) simply takes fewer items; a barrier separates consecutive operations. Each
+item writes only its own part of the output and is computed by the same instruction sequence
+whichever thread runs it, so results are bit-identical for any thread count and schedule.
+
+Why this shape (compile time and call overhead, measured on main before it):
+
+* Each ``prange`` loop made Numba build a kernel, a gufunc wrapper and a parallel wrapper
+  module, each re-optimising and re-generating the tile functions it calls; five parallel
+  drivers (+ the banded block) cost most of the ~74 s cold start. Here there is no ``prange``:
+  the threads are plain Python threads (``_Pool``) calling a ``nogil`` function, and the
+  tile functions are linked into exactly one caller, :func:`_run` (the per-kind executors and
+  the loops between them are inlined into it at Numba-IR level).
+* A model's forward pass is one program: one call per thread instead of ~50 checked kernel
+  calls from Python (which made small models mostly Python).
+* One signature per dtype: a float32 model never compiles float64 code.
+
+The barrier spins (with the x86 ``pause`` hint) for a few thousand rounds, then yields the
+core (``sched_yield``) while it waits, so a waiting thread does not hold a core that the
+thread it waits for needs.
+"""
+from __future__ import annotations
+
+import hashlib
+import pathlib
+import threading
+
+import numpy as np
+from numba import njit
+
+from ._config import JIT, ensure_compiled, jit_disabled
+from ._program import (NF, NSLOTS, OP_BLOCK, OP_CONV3X3, OP_DENSE, OP_DEPTHWISE, OP_POINTWISE,
+                       OP_POOL)
+from ._sync import _ABORT, _ITEMS, barrier
+from ._block import exec_block
+from ._conv import exec_conv3x3
+from ._depthwise import exec_depthwise
+from ._head import exec_dense, exec_pool
+from ._pointwise import exec_pointwise
+
+# --- the driver -------------------------------------------------------------------------------
+
+def _make_run(stamp):
+    """The driver, as a closure over ``stamp`` (a digest of every kernel source file).
+
+    Numba's cache key covers the cached function's own file and closure variables, not the
+    files of the functions it calls. All tile functions are linked into this one function, so
+    without the stamp an edited or upgraded ``_pointwise.py`` would still load the old machine
+    code from the cache."""
+
+    def _run(prog, bufs, sync, tid, nthreads):
+        """Execute every row of ``prog`` (see module doc); this thread is ``tid`` of ``nthreads``."""
+        if tid == stamp:  # never true: only puts the stamp into the cache key
+            return
+        for i in range(prog.shape[0]):
+            op = prog[i]
+            kind = op[0]
+            if kind == OP_POINTWISE:
+                exec_pointwise(op, bufs, sync, _ITEMS + i)
+            elif kind == OP_DEPTHWISE:
+                exec_depthwise(op, bufs, sync, _ITEMS + i)
+            elif kind == OP_BLOCK:
+                exec_block(op, bufs, sync, _ITEMS + i, tid)
+            elif kind == OP_CONV3X3:
+                exec_conv3x3(op, bufs, sync, _ITEMS + i)
+            elif kind == OP_DENSE:
+                exec_dense(op, bufs, sync, _ITEMS + i)
+            elif kind == OP_POOL:
+                exec_pool(op, bufs, sync, _ITEMS + i)
+            if nthreads > 1 and barrier(sync, nthreads):
+                return
+
+    return njit(**JIT)(_run)
+
+
+_RUN = []
+
+
+def run_function():
+    """The engine's compiled driver (created on first use, not at import)."""
+    if not _RUN:
+        h = hashlib.sha256()
+        for path in sorted(pathlib.Path(__file__).parent.glob("*.py")):
+            h.update(path.read_bytes())
+        _RUN.append(_make_run(int(h.hexdigest()[:15], 16)))
+    return _RUN[0]
+
+
+# --- threads ----------------------------------------------------------------------------------
+
+class _Pool:
+    """Persistent helper threads; the calling thread is thread 0. Threads are started on first
+    use (never at import) and are daemons; each waits on its own semaphore between runs."""
+
+    def __init__(self):
+        self._lock = threading.Lock()   # one program at a time per process
+        self._workers = []              # (go, done) semaphores
+        self._job = None
+        self._error = None
+
+    def _worker(self, tid, go, done):
+        while True:
+            go.acquire()
+            try:
+                self._job(tid)
+            except BaseException as e:  # never leave the others spinning in the barrier
+                self._error = e
+                self._abort()
+            finally:
+                done.release()
+
+    def _abort(self):
+        sync = self._sync
+        sync[_ABORT] = 1
+
+    def run(self, prog, bufs, sync, nthreads):
+        with self._lock:
+            while len(self._workers) < nthreads - 1:
+                go, done = threading.Semaphore(0), threading.Semaphore(0)
+                t = threading.Thread(target=self._worker, args=(len(self._workers) + 1, go, done),
+                                     name=f"mnv2ref-kernels-{len(self._workers) + 1}", daemon=True)
+                t.start()
+                self._workers.append((go, done))
+            sync[:] = 0
+            self._sync = sync
+            self._error = None
+            run = run_function()
+            self._job = lambda tid: run(prog, bufs, sync, tid, nthreads)
+            for go, _ in self._workers[:nthreads - 1]:
+                go.release()
+            try:
+                run(prog, bufs, sync, 0, nthreads)
+            except BaseException:
+                self._abort()
+                raise
+            finally:
+                for _, done in self._workers[:nthreads - 1]:
+                    done.acquire()
+                self._job = None
+            if self._error is not None:
+                raise self._error
+
+
+_POOL = _Pool()
+
+
+def execute(prog: np.ndarray, bufs: tuple, nthreads: int) -> None:
+    """Run program ``prog`` over ``bufs`` (``NSLOTS`` flat C-contiguous arrays of one dtype)."""
+    sync = np.zeros(_ITEMS + len(prog), np.int64)
+    run = run_function()
+    if jit_disabled():
+        run(prog, bufs, sync, 0, 1)
+        return
+    # Compiled code sees the buffers as addresses + the dtype (``_sync.view``); ``bufs``
+    # keeps the arrays alive until the run is over.
+    jb = (np.array([a.ctypes.data for a in bufs], np.int64), bufs[0][:0])
+    key = bufs[0].dtype
+    if key not in _READY:
+        ensure_compiled(run, (prog, jb, sync, 0, 1))
+        _READY.add(key)
+    if nthreads <= 1:
+        run(prog, jb, sync, 0, 1)
+    else:
+        _POOL.run(prog, jb, sync, nthreads)
+
+
+_READY = set()  # dtypes whose engine is compiled in this process
+
+
+def compile_for(dtype) -> None:
+    """Compile (or load from the cache) the engine for ``dtype`` now."""
+    dt = np.dtype(dtype)
+    execute(np.zeros((0, NF), np.int64), tuple(np.zeros(1, dt) for _ in range(NSLOTS)), 1)
