@@ -25,7 +25,17 @@ import numpy as np
 from numba import njit, prange
 
 from mnv2ref import kernels as fk
-from mnv2ref.kernels._config import INLINE, JIT, PARALLEL, call
+from mnv2ref.kernels._config import INLINE, JIT, ensure_compiled
+
+# The integer epilogues are elementwise loops over independent outputs (bit-identical for any
+# thread count); they keep Numba's own ``prange`` pool, apart from the float engine's threads.
+PARALLEL = dict(JIT, parallel=True)
+
+
+def call(kernel, *args):
+    """Compile (or load) ``kernel`` for these argument types through the kernels' one compile guard, then run it."""
+    ensure_compiled(kernel, args)
+    return kernel(*args)
 
 from . import ops_ref
 
