@@ -73,7 +73,10 @@ def cache_dir() -> Path:
 
     from .. import kernels
 
-    return Path(FunctionCache(kernels.warmup)._cache_path)
+    try:  # any plain function of the kernels package: Numba caches the whole folder in one place
+        return Path(FunctionCache(inspect.unwrap(kernels.warmup))._cache_path)
+    except Exception:  # noqa: BLE001 -- Numba internals moved: its in-tree default
+        return Path(kernels.__file__).resolve().parent / "__pycache__"
 
 
 def source_files() -> list[Path]:
@@ -246,14 +249,17 @@ def run(args) -> int:
     what = " and ".join(args.dtype)
     if not warmup_kwargs(alpha, size) and (alpha is not None or size is not None):
         print("mnv2ref compile: these kernels compile per dtype, not per model: compiling every variant")
-    if kernels_s:
+    if skipped:
+        print(f"mnv2ref compile: the {what} kernels were already compiled for this machine "
+              f"(loaded from the cache in {seconds:.1f} s)")
+    elif kernels_s:
         print(f"mnv2ref compile: compiled the {what} kernels in {seconds:.1f} s "
               f"({len(kernels_s)} entry points; CPU {key['cpu_name']}, numba {key['numba']}):")
         for name, s in kernels_s:
             print(f"  {s:7.1f} s  {name}")
     else:
-        print(f"mnv2ref compile: the {what} kernels were already compiled for this machine "
-              f"(loaded from the cache in {seconds:.1f} s)" + ("" if skipped else "; marker written"))
+        print(f"mnv2ref compile: the {what} kernels are ready in {seconds:.1f} s (nothing to compile: loaded "
+              f"from Numba's cache; CPU {key['cpu_name']}, numba {key['numba']})")
     src = ("NUMBA_CACHE_DIR" if os.environ.get("NUMBA_CACHE_DIR") else
            "the package's kernels/__pycache__" if folder.name == "__pycache__" and
            folder.parent == source_files()[0].parent else "Numba's user-wide cache")
