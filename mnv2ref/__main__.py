@@ -11,6 +11,9 @@ Subcommands (each has ``--help``; human-readable output by default, ``--json`` f
     show      a layer's or a block's feature maps as a PNG grid    (cli/show.py, show.py)
     verify    the TensorFlow golden fixtures, per stage            (verify.py)
 
+predict, trace and summary take ``--tflite FILE`` (a quantized TFLite file) and compare compares integer
+traces exactly (cli/tflite.py).
+
 Exit status: 0 success; 1 a check failed (compare, verify, table); 2 usage or input error.
 Set MNV2REF_DEBUG=1 to see tracebacks instead of one-line errors.
 """
