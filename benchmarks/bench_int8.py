@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench_model import cpu_name  # noqa: E402  (benchmarks/ is the script's folder)
+
 HERE = Path(__file__).resolve().parent
 CORAL = HERE.parent / "fixtures" / "coral" / "mobilenet_v2_1.0_224_inat_bird_quant.tflite"
 RUNTIMES = ("mnv2ref-reference", "mnv2ref-xnnpack", "tflite-auto", "tflite-builtin-ref")
@@ -104,21 +106,11 @@ def main(argv=None) -> int:
     out = Path(args.out) if args.out else HERE / "results" / f"int8-{time.strftime('%Y-%m-%d-%H%M')}-{host}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"file": os.path.basename(args.tflite), "cpu": _cpu(), "rows": rows,
+    tmp.write_text(json.dumps({"file": os.path.basename(args.tflite), "cpu": cpu_name(), "rows": rows,
                                "python": sys.version.split()[0]}, indent=1))
     os.replace(tmp, out)
     print(f"wrote {out}")
     return 0
-
-
-def _cpu() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 if __name__ == "__main__":

@@ -73,8 +73,9 @@ def _center(x, off, out):
 @njit(**PARALLEL)
 def _requantize(acc, bias, mult, left, right, mask, zp_out, amin, amax, y, yc):
     """``y[p, c] = clamp(MBQM(int32(acc[p, c]) + bias[c], M[c], shift[c]) + zp_out)`` and
-    ``yc = float32(y - zp_out)`` (the centred input of the next convolution). ``acc`` holds exact
-    integers below 2^24 (float32); the int32 sum wraps like TFLite's accumulator."""
+    ``yc = float32(y - zp_out)`` (the centred input of the next convolution). ``acc``: float32 holding
+    exact integers below 2^24, or int32 (a K-split layer's summed chunks); the int32 sum wraps like
+    TFLite's accumulator. (Numba compiles one version per accumulator dtype.)"""
     npix, c = acc.shape
     for p in prange(npix):
         for k in range(c):
@@ -99,19 +100,6 @@ def _sum_chunks(acc, out):
 
 
 @njit(**PARALLEL)
-def _requantize_i32(acc, bias, mult, left, right, mask, zp_out, amin, amax, y, yc):
-    """``_requantize`` for an int32 accumulator (the sum of a K-split layer's chunks)."""
-    npix, c = acc.shape
-    for p in prange(npix):
-        for k in range(c):
-            a = np.int32(np.int64(acc[p, k]) + np.int64(bias[k]))
-            v = np.int32(_mbqm(a, mult[k], left[k], right[k], mask[k]) + zp_out)
-            v = min(max(v, amin), amax)
-            y[p, k] = v
-            yc[p, k] = np.float32(v - zp_out)
-
-
-@njit(**PARALLEL)
 def _requantize_fp32(acc, bias, scale, zp_out, amin, amax, y, yc):
     """XNNPACK's fp32 requantization (``kernels="xnnpack"``): ``clamp(rne(float32(acc + bias) * scale[c]) + zp)``."""
     npix, c = acc.shape
@@ -123,25 +111,6 @@ def _requantize_fp32(acc, bias, scale, zp_out, amin, amax, y, yc):
             y[p, k] = v
             yc[p, k] = np.float32(v - zp_out)
 
-
-@njit(**PARALLEL)
-def _requantize_fp32_i32(acc, bias, scale, zp_out, amin, amax, y, yc):
-    """``_requantize_fp32`` for an int32 accumulator (a K-split layer)."""
-    npix, c = acc.shape
-    for p in prange(npix):
-        for k in range(c):
-            a = np.int32(np.int64(acc[p, k]) + np.int64(bias[k]))
-            v = np.int32(np.rint(np.float32(a) * scale[k])) + zp_out
-            v = min(max(v, amin), amax)
-            y[p, k] = v
-            yc[p, k] = np.float32(v - zp_out)
-
-
-# ---- 1x1 convolution on int8/uint8 input, requantized in cache (no float32 tensor in memory) ----
-# A block of pixels is centred into a float32 scratch (exact), multiplied by the packed panels with
-# the project's register-blocked float32 tile kernel (``_panels5``: exact below 2^24, see the module
-# doc), and requantized straight from the cache-resident accumulator. Memory sees the int8 input and
-# output only (plus the float32 copy a following depthwise/3x3 kernel reads, when ``want_yc``).
 
 @njit(**JIT)
 def _centre_rows(x, pa, n, off, xs):
@@ -317,11 +286,11 @@ class _Conv:
         self.zero = np.zeros(cout, np.float32)
         if xnn is None:    # TFLite reference: MBQM with per-channel multiplier and shift
             self._params = (self.bias, self.mult, self.left, self.right, self.mask)
-            self._kernels = (_requantize, _requantize_i32)
+            self._kernel = _requantize
             self._consts = (np.int32(q["output_offset"]), np.int32(q["act_min"]), np.int32(q["act_max"]))
         else:              # XNNPACK: float32 scale, ties to even
             self._params = (self.bias, np.ascontiguousarray(xnn["scale"], np.float32))
-            self._kernels = (_requantize_fp32, _requantize_fp32_i32)
+            self._kernel = _requantize_fp32
             self._consts = (np.int32(q["output_offset"]), np.int32(xnn["act_min"]), np.int32(xnn["act_max"]))
         self._tiled = None
 
@@ -400,12 +369,11 @@ class _Conv:
         y = np.empty(out_shape, out_dtype)
         yc = np.empty(out_shape, np.float32)   # written always: nearly every output feeds a convolution
         acc2 = acc.reshape(acc.shape[0], -1, cout)
-        kernel = self._kernels[0]
         if acc.shape[0] > 1:
             summed = np.empty(acc2.shape[1:], np.int32)
             call(_sum_chunks, acc2, summed)
-            acc2, kernel = summed[None], self._kernels[1]
-        self._epilogue(kernel, acc2[0], y.reshape(-1, cout), yc.reshape(-1, cout))
+            acc2 = summed[None]
+        self._epilogue(self._kernel, acc2[0], y.reshape(-1, cout), yc.reshape(-1, cout))
         return y, yc
 
 
