@@ -12,6 +12,9 @@ Subcommands (each has ``--help``; human-readable output by default, ``--json`` f
     verify    the TensorFlow golden fixtures, per stage            (verify.py)
     compile   the Numba kernels, ahead of time for this machine    (cli/compile.py)
 
+predict, trace and summary take ``--tflite FILE`` (a quantized TFLite file) and compare compares integer
+traces exactly (cli/tflite.py).
+
 Exit status: 0 success; 1 a check failed (compare, verify, table); 2 usage or input error.
 Set MNV2REF_DEBUG=1 to see tracebacks instead of one-line errors.
 """

@@ -54,3 +54,41 @@ def expose_all(path) -> bytes:
     b = flatbuffers.Builder(len(buf) + 4096)
     b.Finish(model.Pack(b), file_identifier=b"TFL3")
     return bytes(b.Output())
+
+
+def make_legacy_layout(path, seed: int = 0) -> None:
+    """Write a converter-made uint8-I/O MobileNetV2 (0.35, 96x96) in the older layout TF1-era files use:
+    an explicit PAD before a 'valid' stem convolution (1 pixel on every side, which the converter
+    cannot fold into 'SAME', so the PAD op stays), per-tensor int8 weights
+    (``_experimental_disable_per_channel``), AVERAGE_POOL_2D, a 1x1 CONV_2D classifier and a RESHAPE
+    with a constant shape (batch 1). Needs tensorflow and tf_keras."""
+    import tensorflow as tf
+    import tf_keras
+
+    from mnv2ref.testing import keras_weights
+    base = tf_keras.applications.MobileNetV2(input_shape=(96, 96, 3), alpha=0.35, weights=None, include_top=False)
+    base.set_weights(keras_weights(base, seed))
+    inp = tf_keras.Input((96, 96, 3), batch_size=1)
+    x = tf_keras.layers.ZeroPadding2D(((1, 1), (1, 1)))(inp)
+    conv1 = base.get_layer("Conv1")
+    stem = tf_keras.layers.Conv2D(conv1.filters, 3, strides=2, padding="valid", use_bias=False, name="stem")
+    x = stem(x)
+    stem.set_weights(conv1.get_weights())
+    x = tf_keras.Model(base.get_layer("bn_Conv1").input, base.output)(x)
+    x = tf_keras.layers.AveragePooling2D(3)(x)
+    x = tf_keras.layers.Conv2D(10, 1, name="Logits")(x)
+    x = tf_keras.layers.Softmax()(tf_keras.layers.Reshape((10,))(x))
+    model = tf_keras.Model(inp, x)
+    rng = np.random.default_rng(seed + 1)
+
+    def representative():
+        for _ in range(8):
+            yield [rng.uniform(-1, 1, size=(1, 96, 96, 3)).astype(np.float32)]
+    c = tf.lite.TFLiteConverter.from_keras_model(model)
+    c.optimizations = [tf.lite.Optimize.DEFAULT]
+    c.representative_dataset = representative
+    c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    c.inference_input_type = c.inference_output_type = tf.uint8
+    c._experimental_disable_per_channel = True
+    with open(path, "wb") as f:
+        f.write(c.convert())

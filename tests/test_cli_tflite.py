@@ -181,6 +181,8 @@ def test_errors_name_the_file(tmp_path, capsys):
     assert rc == 2 and "junk.tflite" in err
     rc, _, err = cli(capsys, "trace", PNG, "--tflite", A["int8"], "--out", tmp_path / "t.npz", "--layers", "nope*")
     assert rc == 2 and "no tensor matches" in err
+    rc, _, err = cli(capsys, "trace", PNG, "--tflite", A["int8"], "--out", tmp_path / "t.npz", "--float64")
+    assert rc == 2 and "--float64 is for Keras weights" in err
 
 
 def test_help_mentions_tflite():

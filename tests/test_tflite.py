@@ -120,3 +120,14 @@ def test_int8_fixture_xnnpack_mode_equals_default_resolver(int8_models, name):
     out = int(m.outputs[0].index)
     for case in (str(c) for c in z["cases"]):
         np.testing.assert_array_equal(m.predict(z[f"input/{case}"]), z[f"auto/{case}/{out}"], err_msg=f"{name} {case}")
+
+
+def test_readme_int8_example_prints_what_the_readme_shows(capsys, monkeypatch):
+    """The README's int8 example runs (from the repository root) and prints the output shown under it."""
+    import re
+    readme = open(os.path.join(HERE, "..", "README.md")).read()
+    section = readme[readme.index("## int8: TFLite's quantized MobileNetV2, bit for bit"):]
+    code, shown = re.findall(r"```python\n(.*?)```\n\n```\n(.*?)```", section, re.S)[0]
+    monkeypatch.chdir(os.path.join(HERE, ".."))
+    exec(compile(code, "README.md", "exec"), {})
+    assert capsys.readouterr().out == shown

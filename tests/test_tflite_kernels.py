@@ -239,3 +239,21 @@ def test_numba_wrappers_reject_float_input():
     with pytest.raises(ValueError, match="int8 or uint8"):
         kernels_int8.conv_2d(np.zeros((1, 1, 1, 1), np.float32), np.zeros((1, 1, 1, 1), np.int8), None,
                              {}, (1, 1, 1, 1), np.int8)
+
+
+@pytest.mark.parametrize("kind", ["fallback", "fast"])
+def test_centred_copy_is_output_minus_zero_point(kind):
+    """The float32 copy a convolution hands to the next Numba kernel is exactly ``y - zp_out``,
+    also when a layer leaves the float32 path (here: weights too large for its exactness bound)."""
+    rng = np.random.default_rng(5)
+    x = rng.integers(-128, 128, (1, 5, 5, 8)).astype(np.int8)
+    w = rng.integers(-127, 128, (1, 3, 3, 8)).astype(np.int8)
+    q = dict(input_offset=7, filter_offset=0, output_offset=-11, multiplier=np.full(8, 1 << 30),
+             shift=np.full(8, -6), act_min=-128, act_max=127, stride=(1, 1), dilation=(1, 1), pad=(1, 1),
+             depth_multiplier=1)
+    k = kernels_int8.bind(kernels_int8._Op("DEPTHWISE_CONV_2D", q), w, None, np.int8)
+    if kind == "fallback":
+        k.kind = None
+    y, yc = k.run(x, None, (1, 5, 5, 8), np.int8, centred=True)
+    np.testing.assert_array_equal(y, ops_ref.depthwise_conv_2d(x, w, None, q, (1, 5, 5, 8), np.int8))
+    np.testing.assert_array_equal(yc, y.astype(np.float32) + 11)

@@ -7,7 +7,9 @@
   inside an XNNPACK partition intermediates are not written back), and the plain file's output.
 
 Files: fixtures/int8/*.tflite (converter-made: int8, uint8 and float I/O, 0.35_96 and 0.5_97x131)
-and the published Coral uint8 file. Inputs: fresh seeds of uniform noise over the dtype's range,
+and the published Coral uint8 file; and, built here when TensorFlow is installed, a file in the older
+layout (a PAD op, per-tensor int8 weights, int8 AVERAGE_POOL_2D, a 1x1 CONV_2D classifier + RESHAPE;
+``litert_tools.make_legacy_layout``; ``MNV2REF_REQUIRE_TF=1`` makes a missing TensorFlow a failure). Inputs: fresh seeds of uniform noise over the dtype's range,
 zeros, the dtype's min and max, a batch of 2. Skipped (with the reason) when ai-edge-litert is not
 installed; ``MNV2REF_REQUIRE_LITERT=1`` (.ci/run) makes that a failure.
 """
@@ -93,3 +95,27 @@ def test_numpy_kernels_equal_builtin_ref():
     m = mnv2ref.load_tflite(path, kernels="numpy")
     x = _inputs(m, 3)["noise"]
     _assert_trace_equal(m.trace(x), litert_tools.run(path, x, "ref"), "kernels='numpy'")
+
+
+@pytest.fixture(scope="module")
+def legacy_layout(tmp_path_factory):
+    if os.environ.get("MNV2REF_REQUIRE_TF") != "1":
+        pytest.importorskip("tensorflow", reason="building the PAD/RESHAPE-layout file needs tensorflow (.[tf])")
+        pytest.importorskip("tf_keras", reason="building the PAD/RESHAPE-layout file needs tf_keras (.[tf])")
+    path = str(tmp_path_factory.mktemp("legacy") / "mnv2_0.35_96_pad_pertensor_uint8.tflite")
+    litert_tools.make_legacy_layout(path)
+    return path
+
+
+def test_legacy_layout_pad_reshape_per_tensor_both_paths(legacy_layout):
+    m = mnv2ref.load_tflite(legacy_layout)
+    names = [op.name for op in m.ops]
+    assert {"PAD", "RESHAPE", "AVERAGE_POOL_2D"} <= set(names) and names.count("CONV_2D") == 36
+    assert all(m._fm.tensors[op.input_indices[1]].scale.size == 1 for op in m.ops if op.name == "CONV_2D")
+    xnn = mnv2ref.load_tflite(legacy_layout, kernels="xnnpack")
+    exposed = litert_tools.expose_all(legacy_layout)
+    for case, x in _inputs(m, 4).items():
+        _assert_trace_equal(m.trace(x), litert_tools.run(legacy_layout, x, "ref"), f"legacy layout {case}")
+        auto = litert_tools.run(exposed, x, "auto")
+        auto[m.inputs[0].name] = x
+        _assert_trace_equal(xnn.trace(x), auto, f"legacy layout {case} (AUTO)")

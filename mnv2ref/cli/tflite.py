@@ -267,6 +267,8 @@ def run_trace(args) -> int:
 
     from .trace import patterns, stats
 
+    if args.float64:
+        raise common.CLIError("--float64 is for Keras weights; a --tflite file computes in its own integer types")
     model = load(args)
     x = read_image(args.input, model.inputs[0], args)
     tensors = model.trace(x)

@@ -36,6 +36,7 @@ def call(kernel, *args):
     """Compile (or load) ``kernel`` for these argument types through the kernels' one compile guard, then run it."""
     ensure_compiled(kernel, args)
     return kernel(*args)
+from mnv2ref.kernels._pointwise import _panels5
 
 from . import ops_ref
 
@@ -82,8 +83,9 @@ def _center(x, off, out):
 @njit(**PARALLEL)
 def _requantize(acc, bias, mult, left, right, mask, zp_out, amin, amax, y, yc):
     """``y[p, c] = clamp(MBQM(int32(acc[p, c]) + bias[c], M[c], shift[c]) + zp_out)`` and
-    ``yc = float32(y - zp_out)`` (the centred input of the next convolution). ``acc`` holds exact
-    integers below 2^24 (float32); the int32 sum wraps like TFLite's accumulator."""
+    ``yc = float32(y - zp_out)`` (the centred input of the next convolution). ``acc``: float32 holding
+    exact integers below 2^24, or int32 (a K-split layer's summed chunks); the int32 sum wraps like
+    TFLite's accumulator. (Numba compiles one version per accumulator dtype.)"""
     npix, c = acc.shape
     for p in prange(npix):
         for k in range(c):
@@ -108,19 +110,6 @@ def _sum_chunks(acc, out):
 
 
 @njit(**PARALLEL)
-def _requantize_i32(acc, bias, mult, left, right, mask, zp_out, amin, amax, y, yc):
-    """``_requantize`` for an int32 accumulator (the sum of a K-split layer's chunks)."""
-    npix, c = acc.shape
-    for p in prange(npix):
-        for k in range(c):
-            a = np.int32(np.int64(acc[p, k]) + np.int64(bias[k]))
-            v = np.int32(_mbqm(a, mult[k], left[k], right[k], mask[k]) + zp_out)
-            v = min(max(v, amin), amax)
-            y[p, k] = v
-            yc[p, k] = np.float32(v - zp_out)
-
-
-@njit(**PARALLEL)
 def _requantize_fp32(acc, bias, scale, zp_out, amin, amax, y, yc):
     """XNNPACK's fp32 requantization (``kernels="xnnpack"``): ``clamp(rne(float32(acc + bias) * scale[c]) + zp)``."""
     npix, c = acc.shape
@@ -133,17 +122,69 @@ def _requantize_fp32(acc, bias, scale, zp_out, amin, amax, y, yc):
             yc[p, k] = np.float32(v - zp_out)
 
 
-@njit(**PARALLEL)
-def _requantize_fp32_i32(acc, bias, scale, zp_out, amin, amax, y, yc):
-    """``_requantize_fp32`` for an int32 accumulator (a K-split layer)."""
-    npix, c = acc.shape
-    for p in prange(npix):
+@njit(**JIT)
+def _centre_rows(x, pa, n, off, xs):
+    k = x.shape[1]
+    for i in range(n):
+        for j in range(k):
+            xs[i, j] = np.float32(np.int32(x[pa + i, j]) + off)
+
+
+@njit(**JIT)
+def _epilogue_ref(acc, pa, bias, mult, left, right, mask, zp_out, amin, amax, y, yc, want_yc):
+    n, c = acc.shape
+    for i in range(n):
         for k in range(c):
-            a = np.int32(np.int64(acc[p, k]) + np.int64(bias[k]))
+            a = np.int32(np.int64(np.int32(acc[i, k])) + np.int64(bias[k]))
+            v = np.int32(_mbqm(a, mult[k], left[k], right[k], mask[k]) + zp_out)
+            y[pa + i, k] = min(max(v, amin), amax)
+        if want_yc:
+            for k in range(c):
+                yc[pa + i, k] = np.float32(np.int32(y[pa + i, k]) - zp_out)
+
+
+@njit(**JIT)
+def _epilogue_fp32(acc, pa, bias, scale, zp_out, amin, amax, y, yc, want_yc):
+    n, c = acc.shape
+    for i in range(n):
+        for k in range(c):
+            a = np.int32(np.int64(np.int32(acc[i, k])) + np.int64(bias[k]))
             v = np.int32(np.rint(np.float32(a) * scale[k])) + zp_out
-            v = min(max(v, amin), amax)
-            y[p, k] = v
-            yc[p, k] = np.float32(v - zp_out)
+            y[pa + i, k] = min(max(v, amin), amax)
+        if want_yc:
+            for k in range(c):
+                yc[pa + i, k] = np.float32(np.int32(y[pa + i, k]) - zp_out)
+
+
+@njit(**PARALLEL)
+def _pointwise_ref(x, off, panels, zbias, res0, bp, bias, mult, left, right, mask, zp_out, amin, amax,
+                   y, yc, want_yc):
+    """y (P, C) = requantize(x (P, K) @ centred weights) with TFLite's MBQM, blocks of ``bp`` pixels."""
+    npix, k = x.shape
+    c = y.shape[1]
+    for blk in prange((npix + bp - 1) // bp):
+        pa = blk * bp
+        n = min(bp, npix - pa)
+        xs = np.empty((n, k), np.float32)
+        acc = np.empty((n, c), np.float32)
+        _centre_rows(x, pa, n, off, xs)
+        _panels5(xs, panels, zbias, res0, acc, 0, n, 0, panels.shape[0], 0)
+        _epilogue_ref(acc, pa, bias, mult, left, right, mask, zp_out, amin, amax, y, yc, want_yc)
+
+
+@njit(**PARALLEL)
+def _pointwise_fp32(x, off, panels, zbias, res0, bp, bias, scale, zp_out, amin, amax, y, yc, want_yc):
+    """``_pointwise_ref`` with XNNPACK's fp32 requantization (``kernels="xnnpack"``)."""
+    npix, k = x.shape
+    c = y.shape[1]
+    for blk in prange((npix + bp - 1) // bp):
+        pa = blk * bp
+        n = min(bp, npix - pa)
+        xs = np.empty((n, k), np.float32)
+        acc = np.empty((n, c), np.float32)
+        _centre_rows(x, pa, n, off, xs)
+        _panels5(xs, panels, zbias, res0, acc, 0, n, 0, panels.shape[0], 0)
+        _epilogue_fp32(acc, pa, bias, scale, zp_out, amin, amax, y, yc, want_yc)
 
 
 @njit(**PARALLEL)
@@ -162,20 +203,36 @@ def _add(x1, x2, off1, off2, ls, m1, l1, r1, k1, m2, l2, r2, k2, mo, lo, ro, ko,
 
 
 @njit(**PARALLEL)
-def _fully_connected(x, w, bias, in_off, w_off, scale, zp_out, amin, amax, y):
-    """``y[b, c] = clamp((int32) round(double(acc) * scale[c]) + zp_out)`` with the int32 accumulator."""
-    nb, k = x.shape
-    cout = w.shape[0]
+def _fully_connected(xs, wc, bias, scale, zp_out, amin, amax, y):
+    """``y[b, c] = clamp((int32) round(double(acc) * scale[c]) + zp_out)``, ``acc`` the int32 (wrapping)
+    sum of the centred ``wc[c] . xs[b]`` plus bias: int32 lanes, halves away from zero in double."""
+    nb, k = xs.shape
+    cout = wc.shape[0]
     for c in prange(cout):
         for b in range(nb):
-            acc = np.int64(0)
+            acc = np.int32(0)
             for i in range(k):
-                acc += (np.int64(w[c, i]) + w_off) * (np.int64(x[b, i]) + in_off)
-            v = np.float64(_wrap32(acc + bias[c])) * scale[c]
+                acc = np.int32(acc + wc[c, i] * xs[b, i])
+            v = np.float64(np.int32(np.int64(acc) + np.int64(bias[c]))) * scale[c]
             t = np.trunc(v)
             if abs(v - t) >= 0.5:
                 t += 1.0 if v > 0 else -1.0
             r = np.int64(t) + zp_out
+            y[b, c] = min(max(r, amin), amax)
+
+
+@njit(**PARALLEL)
+def _fully_connected_fp32(xs, wc, bias, scale, zp_out, amin, amax, y):
+    """``_fully_connected`` with XNNPACK's fp32 requantization: ``rne(float32(acc) * scale[c])``."""
+    nb, k = xs.shape
+    cout = wc.shape[0]
+    for c in prange(cout):
+        for b in range(nb):
+            acc = np.int32(0)
+            for i in range(k):
+                acc = np.int32(acc + wc[c, i] * xs[b, i])
+            a = np.int32(np.int64(acc) + np.int64(bias[c]))
+            r = np.int64(np.rint(np.float32(a) * scale[c])) + zp_out
             y[b, c] = min(max(r, amin), amax)
 
 
@@ -239,11 +296,11 @@ class _Conv:
         self.zero = np.zeros(cout, np.float32)
         if xnn is None:    # TFLite reference: MBQM with per-channel multiplier and shift
             self._params = (self.bias, self.mult, self.left, self.right, self.mask)
-            self._kernels = (_requantize, _requantize_i32)
+            self._kernel = _requantize
             self._consts = (np.int32(q["output_offset"]), np.int32(q["act_min"]), np.int32(q["act_max"]))
         else:              # XNNPACK: float32 scale, ties to even
             self._params = (self.bias, np.ascontiguousarray(xnn["scale"], np.float32))
-            self._kernels = (_requantize_fp32, _requantize_fp32_i32)
+            self._kernel = _requantize_fp32
             self._consts = (np.int32(q["output_offset"]), np.int32(xnn["act_min"]), np.int32(xnn["act_max"]))
         self._tiled = None
 
@@ -260,6 +317,27 @@ class _Conv:
                  y[:main].reshape(-1, c * t), yc[:main].reshape(-1, c * t))
         if main < npix:
             call(kernel, acc[main:], *self._params, *self._consts, y[main:], yc[main:])
+
+    def _pointwise_fused(self, x, out_shape, out_dtype, centred):
+        q, cout = self.q, out_shape[3]
+        x2 = np.ascontiguousarray(x).reshape(-1, x.shape[3])
+        y = np.empty(out_shape, out_dtype)
+        y2 = y.reshape(-1, cout)
+        yc = np.empty(out_shape, np.float32) if centred else np.empty((0, 0), np.float32)
+        yc2 = yc.reshape(-1, cout) if centred else yc
+        panels = self.packed[0].panels
+        zbias = np.zeros(panels.shape[0] * 16, np.float32)
+        # blocks of pixels: a few hundred KiB of scratch (L2), and enough blocks for the threads
+        bp = max(5, min(80, (128 * 1024) // (4 * (x.shape[3] + cout))) // 5 * 5)
+        bp = max(5, min(bp, -(-x2.shape[0] // 16) // 5 * 5 or 5))
+        res0 = np.empty((0, 0), np.float32)
+        off = np.int32(q["input_offset"])
+        if self.xnn is None:
+            call(_pointwise_ref, x2, off, panels, zbias, res0, bp, self.bias, self.mult, self.left, self.right,
+                 self.mask, *self._consts, y2, yc2, centred)
+        else:
+            call(_pointwise_fp32, x2, off, panels, zbias, res0, bp, *self._params, *self._consts, y2, yc2, centred)
+        return y, (yc if centred else None)
 
     def _pads(self, x_shape, out_shape, k=3):
         (h, w), (oh, ow) = x_shape[1:3], out_shape[1:3]
@@ -279,10 +357,12 @@ class _Conv:
                 f = ops_ref.depthwise_accumulator if dw else ops_ref.conv_accumulator
                 y = requantize_fp32(f(x, self.w_raw, self.bias_raw, q, out_shape), self.xnn["scale"],
                                     q["output_offset"], self.xnn["act_min"], self.xnn["act_max"], out_dtype)
-            return y, (center(y, -q["output_offset"]) if centred else None)
+            return y, (center(y, q["output_offset"]) if centred else None)
+        cout = out_shape[3]
+        if self.kind == "pointwise" and len(self.chunks) == 1:
+            return self._pointwise_fused(x, out_shape, out_dtype, centred)
         if xc is None:
             xc = center(x, -q["input_offset"])
-        cout = out_shape[3]
         if self.kind == "pointwise":
             acc = np.empty((len(self.chunks),) + tuple(out_shape), np.float32)
             for j, ((a, b), packed) in enumerate(zip(self.chunks, self.packed)):
@@ -299,12 +379,11 @@ class _Conv:
         y = np.empty(out_shape, out_dtype)
         yc = np.empty(out_shape, np.float32)   # written always: nearly every output feeds a convolution
         acc2 = acc.reshape(acc.shape[0], -1, cout)
-        kernel = self._kernels[0]
         if acc.shape[0] > 1:
             summed = np.empty(acc2.shape[1:], np.int32)
             call(_sum_chunks, acc2, summed)
-            acc2, kernel = summed[None], self._kernels[1]
-        self._epilogue(kernel, acc2[0], y.reshape(-1, cout), yc.reshape(-1, cout))
+            acc2 = summed[None]
+        self._epilogue(self._kernel, acc2[0], y.reshape(-1, cout), yc.reshape(-1, cout))
         return y, yc
 
 
@@ -335,18 +414,23 @@ class _Add:
 
 
 class _FullyConnected:
-    def __init__(self, op, w, bias):
+    def __init__(self, op, w, bias, xnn=None):
         self.q = op.quant
-        self.w = np.ascontiguousarray(w)
-        self.bias = np.zeros(w.shape[0], np.int64) if bias is None else bias.astype(np.int64)
-        self.scale = np.ascontiguousarray(self.q["effective_scale"], np.float64)
+        self.wc = np.ascontiguousarray(w.astype(np.int32) + np.int32(self.q["filter_offset"]))
+        self.bias = np.zeros(w.shape[0], np.int32) if bias is None else bias.astype(np.int32)
+        if xnn is None:      # TFLite >= 2.20 reference: double-precision scale, halves away from zero
+            self.kernel, self.scale = _fully_connected, np.ascontiguousarray(self.q["effective_scale"], np.float64)
+            self.clamp = (self.q["act_min"], self.q["act_max"])
+        else:                # XNNPACK: float32 scale, ties to even
+            self.kernel, self.scale = _fully_connected_fp32, np.ascontiguousarray(xnn["scale"], np.float32)
+            self.clamp = (xnn["act_min"], xnn["act_max"])
 
     def run(self, x, xc, out_shape, out_dtype, centred=False):
         q = self.q
-        x2 = np.ascontiguousarray(x.reshape(-1, self.w.shape[1]))
-        y = np.empty((x2.shape[0], self.w.shape[0]), out_dtype)
-        call(_fully_connected, x2, self.w, self.bias, np.int64(q["input_offset"]), np.int64(q["filter_offset"]),
-             self.scale, np.int64(q["output_offset"]), np.int64(q["act_min"]), np.int64(q["act_max"]), y)
+        xs = np.ascontiguousarray(x.reshape(-1, self.wc.shape[1]).astype(np.int32) + np.int32(q["input_offset"]))
+        y = np.empty((xs.shape[0], self.wc.shape[0]), out_dtype)
+        call(self.kernel, xs, self.wc, self.bias, self.scale, np.int64(q["output_offset"]),
+             np.int64(self.clamp[0]), np.int64(self.clamp[1]), y)
         y = y.reshape(out_shape)
         return y, (center(y, q["output_offset"]) if centred else None)
 
@@ -359,7 +443,7 @@ def bind(op, w, bias, in_dtype, xnn=None):
     if op.name == "ADD":
         return _Add(op)
     if op.name == "FULLY_CONNECTED":
-        return _FullyConnected(op, w, bias)
+        return _FullyConnected(op, w, bias, xnn)
     return _Conv(op, w, bias, in_dtype, xnn)
 
 

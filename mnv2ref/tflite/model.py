@@ -44,7 +44,7 @@ class QuantizedModel:
         self.tensors = {t.name: t for t in self._fm.tensors}
         self.inputs = [self._fm.tensors[i] for i in self._fm.inputs]
         self.outputs = [self._fm.tensors[i] for i in self._fm.outputs]
-        want = _wants_centred(self.ops) if kernels != "numpy" else set()
+        want = _wants_centred(self.ops, self._fm) if kernels != "numpy" else set()
         self._steps = [_bind(kernels, op, self._fm, op.output_indices[0] in want) for op in self.ops]
 
     def __repr__(self):
@@ -119,7 +119,7 @@ def _bind(kernels: str, op, fm, centred: bool):
     weights bound (and packed) once. ``centred``: also return ``float32(y - zp)`` (for a Numba conv)."""
     if kernels == "xnnpack":
         from . import xnnpack
-        if op.name in ("CONV_2D", "DEPTHWISE_CONV_2D"):   # Numba accumulators, XNNPACK's epilogue
+        if op.name in _WEIGHTED:   # Numba accumulators, XNNPACK's epilogue
             from . import kernels_int8
             w = graph.constant(fm, op.input_indices[1])
             bias = graph.constant(fm, op.input_indices[2]) if len(op.input_indices) > 2 else None
@@ -146,6 +146,8 @@ def kernels_fast_ops():
     return ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD")
 
 
-def _wants_centred(ops) -> set:
-    """Tensors (indices) read by a CONV_2D or DEPTHWISE_CONV_2D: their producers also emit float32(y - zp)."""
-    return {op.input_indices[0] for op in ops if op.name in ("CONV_2D", "DEPTHWISE_CONV_2D")}
+def _wants_centred(ops, fm) -> set:
+    """Tensors (indices) read by a DEPTHWISE_CONV_2D or a 3x3 CONV_2D, whose Numba kernels take
+    ``float32(x - zp)``: their producers emit that copy too. (1x1 convolutions read the int8 tensor.)"""
+    return {op.input_indices[0] for op in ops
+            if op.name == "DEPTHWISE_CONV_2D" or (op.name == "CONV_2D" and fm.tensors[op.input_indices[1]].shape[1:3] != (1, 1))}
