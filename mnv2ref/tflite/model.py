@@ -147,7 +147,8 @@ def kernels_fast_ops():
 
 
 def _wants_centred(ops, fm) -> set:
-    """Tensors (indices) read by a DEPTHWISE_CONV_2D or a 3x3 CONV_2D, whose Numba kernels take
-    ``float32(x - zp)``: their producers emit that copy too. (1x1 convolutions read the int8 tensor.)"""
+    """Tensors (indices) read by a CONV_2D other than 1x1, whose Numba kernel (the float32 ``conv3x3``)
+    takes ``float32(x - zp)``: their producers emit that copy too. (1x1 and depthwise convolutions read
+    the int8 tensor; in MobileNetV2 only the stem is 3x3, and it reads the model input.)"""
     return {op.input_indices[0] for op in ops
-            if op.name == "DEPTHWISE_CONV_2D" or (op.name == "CONV_2D" and fm.tensors[op.input_indices[1]].shape[1:3] != (1, 1))}
+            if op.name == "CONV_2D" and fm.tensors[op.input_indices[1]].shape[1:3] != (1, 1)}
