@@ -6,7 +6,11 @@
     x = mobilenet_v2.preprocess_input(mnv2ref.img_to_array(mnv2ref.load_img("cat.jpg", target_size=(224, 224)))[None])
     print(mobilenet_v2.decode_predictions(model.predict(x)))
 
-Importing this package imports NumPy only; h5py, Pillow and the kernels load on first use.
+TFLite int8/uint8 files, every tensor bit for bit with TFLite's reference kernels (extra ``[tflite]``):
+``mnv2ref.load_tflite("model.tflite").trace(x)``.
+
+Importing this package imports NumPy only; h5py, Pillow, the kernels and the flatbuffer schema load
+on first use.
 """
 from . import mobilenet_v2
 from .image import img_to_array, load_img

@@ -168,20 +168,17 @@ def conv3x3_case(draw, depthwise: bool):
     return x, wt, _bias(draw, cout, seed), q, (n, oh, ow, cout)
 
 
-@SETTINGS
-@given(conv3x3_case(depthwise=True))
-def test_depthwise_3x3_numba_equals_numpy(case):
-    x, w, b, q, shape = case
-    np.testing.assert_array_equal(kernels_int8.depthwise_conv_2d(x, w, b, q, shape, x.dtype),
-                                  ops_ref.depthwise_conv_2d(x, w, b, q, shape, x.dtype))
+@pytest.mark.parametrize("depthwise", [True, False], ids=["depthwise", "conv"])
+def test_3x3_numba_equals_numpy(depthwise):
+    numba_f, numpy_f = ((kernels_int8.depthwise_conv_2d, ops_ref.depthwise_conv_2d) if depthwise
+                        else (kernels_int8.conv_2d, ops_ref.conv_2d))
 
-
-@SETTINGS
-@given(conv3x3_case(depthwise=False))
-def test_conv_3x3_numba_equals_numpy(case):
-    x, w, b, q, shape = case
-    np.testing.assert_array_equal(kernels_int8.conv_2d(x, w, b, q, shape, x.dtype),
-                                  ops_ref.conv_2d(x, w, b, q, shape, x.dtype))
+    @SETTINGS
+    @given(conv3x3_case(depthwise=depthwise))
+    def check(case):
+        x, w, b, q, shape = case
+        np.testing.assert_array_equal(numba_f(x, w, b, q, shape, x.dtype), numpy_f(x, w, b, q, shape, x.dtype))
+    check()
 
 
 def test_pointwise_split_along_k_is_exact():

@@ -1,4 +1,4 @@
-"""Numba kernels for CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED, equal to ``ops_ref`` bit for bit.
+"""Numba kernels for CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED and ADD, equal to ``ops_ref`` bit for bit.
 
 How an integer convolution runs on float kernels, exactly
 ---------------------------------------------------------
@@ -7,17 +7,24 @@ The accumulator of a quantized convolution is ``acc[c] = sum_k a_k * b_k`` with 
 ``max|a| * sum_k |b_k|``. When that bound is below ``2^24`` for every output channel, float32
 represents every partial sum exactly, and a float32 multiply-add (fused or not) of such integers
 is exact: no rounding ever happens. So the project's register-blocked float32 kernels
-(``mnv2ref.kernels``: ``pointwise``, ``conv3x3``, ``depthwise3x3``) compute the exact integer
-accumulator from the centred input ``float32(x - zp_in)`` (zero padding == a skipped tap) and
-the centred weights. ``max|a|`` is taken over the input dtype's whole range, so the guarantee
-holds for every input. A layer whose bound reaches ``2^24`` is split along K into chunks that
-each stay below it (each chunk's sum is exact; the chunks are added as integers). The
-requantization (``+ bias``, ``MultiplyByQuantizedMultiplier`` per channel, ``+ zp_out``, clamp)
-then runs in a Numba epilogue over int64 with TFLite's int32 semantics (``_mbqm``). Other conv
-shapes (not 1x1 / 3x3, or a strided 1x1) take ``ops_ref`` (the same arithmetic, in NumPy).
+(``mnv2ref.kernels``: the pointwise tiles ``_panels5`` and ``conv3x3``) compute the exact integer
+accumulator from the centred input ``float32(x - zp_in)`` (zero padding == a skipped tap) and the
+centred weights. ``max|a|`` is taken over the input dtype's whole range, so the guarantee holds for
+every input. A 1x1 layer whose bound reaches ``2^24`` is split along K into chunks that each stay
+below it (each chunk's sum is exact; the chunks are added as integers); a 3x3 one takes ``ops_ref``.
 
-FULLY_CONNECTED (1280 x classes, < 1% of the work) is a direct Numba int64 loop with the
-double-precision requantization of the TFLite >= 2.20 reference kernel (``ops_ref.fully_connected``).
+* 1x1 CONV_2D (``_pointwise_ref``): a block of pixels is centred into a float32 scratch, multiplied
+  in cache and requantized from the cache-resident accumulator: memory sees int8 in, int8 out.
+* DEPTHWISE_CONV_2D 3x3 (``_depthwise_row``): int32 lanes over channels, on the int8 input directly
+  (9 taps: memory-bound, so the narrow input matters more than the multiply).
+* 3x3 CONV_2D (the stem): ``conv3x3`` on the centred input, then ``_requantize``.
+* FULLY_CONNECTED: int32 lanes, the double-precision requantization of the TFLite >= 2.20 reference
+  kernel (``ops_ref.fully_connected``). ADD: elementwise, three ``_mbqm``.
+
+The requantization (``+ bias``, ``MultiplyByQuantizedMultiplier`` per channel, ``+ zp_out``, clamp)
+uses TFLite's int32 semantics on int32 lanes (``_mbqm``); ``kernels="xnnpack"`` swaps in XNNPACK's
+fp32 epilogue (``_requantize_fp32``, ``_epilogue_fp32``) on the same accumulators. Other shapes (not
+1x1 / 3x3, a strided 1x1, depth multiplier > 1) take ``ops_ref`` (the same arithmetic, in NumPy).
 """
 from __future__ import annotations
 
@@ -187,6 +194,51 @@ def _pointwise_fp32(x, off, panels, zbias, res0, bp, bias, scale, zp_out, amin, 
         _epilogue_fp32(acc, pa, bias, scale, zp_out, amin, amax, y, yc, want_yc)
 
 
+# ---- 3x3 depthwise convolution on int8/uint8 input, int32 lanes, requantized per output row ----
+
+@njit(**JIT)
+def _depthwise_row(x, off, w9, s, top, left, n, oy, acc):
+    """acc[ox, c] = sum over the 3x3 taps inside the image of w9[tap, c] * (x[n, iy, ix, c] + off)
+    (int32, wrapping like TFLite's accumulator); taps outside the image are skipped."""
+    h, w, c = x.shape[1], x.shape[2], x.shape[3]
+    ow = acc.shape[0]
+    for ox in range(ow):
+        for k in range(c):
+            acc[ox, k] = 0
+        for ky in range(3):
+            iy = oy * s - top + ky
+            if iy < 0 or iy >= h:
+                continue
+            for kx in range(3):
+                ix = ox * s - left + kx
+                if ix < 0 or ix >= w:
+                    continue
+                t = ky * 3 + kx
+                for k in range(c):
+                    acc[ox, k] = np.int32(acc[ox, k] + w9[t, k] * (np.int32(x[n, iy, ix, k]) + off))
+
+
+@njit(**PARALLEL)
+def _depthwise_ref(x, off, w9, s, top, left, oh, ow, bias, mult, left_s, right, mask, zp_out, amin, amax,
+                   y, yc, want_yc):
+    """DEPTHWISE_CONV_2D 3x3 (``ops_ref.depthwise_conv_2d``) with TFLite's MBQM; y (N*OH*OW, C)."""
+    c = x.shape[3]
+    for item in prange(x.shape[0] * oh):
+        acc = np.empty((ow, c), np.int32)
+        _depthwise_row(x, off, w9, s, top, left, item // oh, item % oh, acc)
+        _epilogue_ref(acc, item * ow, bias, mult, left_s, right, mask, zp_out, amin, amax, y, yc, want_yc)
+
+
+@njit(**PARALLEL)
+def _depthwise_fp32(x, off, w9, s, top, left, oh, ow, bias, scale, zp_out, amin, amax, y, yc, want_yc):
+    """``_depthwise_ref`` with XNNPACK's fp32 requantization (``kernels="xnnpack"``)."""
+    c = x.shape[3]
+    for item in prange(x.shape[0] * oh):
+        acc = np.empty((ow, c), np.int32)
+        _depthwise_row(x, off, w9, s, top, left, item // oh, item % oh, acc)
+        _epilogue_fp32(acc, item * ow, bias, scale, zp_out, amin, amax, y, yc, want_yc)
+
+
 @njit(**PARALLEL)
 def _add(x1, x2, off1, off2, ls, m1, l1, r1, k1, m2, l2, r2, k2, mo, lo, ro, ko, zp_out, amin, amax, y, yc):
     """ADD (``ops_ref.add``) elementwise over flat arrays; ``yc`` as in ``_requantize``."""
@@ -280,9 +332,8 @@ class _Conv:
         square = q["stride"][0] == q["stride"][1] in (1, 2)
         self.kind = None
         if dw and (kh, kw) == (3, 3) and q["depth_multiplier"] == 1 and square:
-            if max_a * np.abs(wc[0]).reshape(9, -1).sum(0).max() < EXACT_LIMIT:
-                self.kind = "depthwise"
-                self.w33 = np.ascontiguousarray(wc[0]).astype(np.float32)         # (3, 3, C)
+            self.kind = "depthwise"                                                # int32 lanes: no bound
+            self.w9 = np.ascontiguousarray(wc[0].reshape(9, -1)).astype(np.int32)  # (9, C), centred
         elif not dw and (kh, kw) == (1, 1) and q["stride"] == (1, 1) and q["pad"] == (0, 0):
             self.kind = "pointwise"
             m = wc[:, 0, 0, :]                                                     # (Cout, Cin)
@@ -317,6 +368,19 @@ class _Conv:
                  y[:main].reshape(-1, c * t), yc[:main].reshape(-1, c * t))
         if main < npix:
             call(kernel, acc[main:], *self._params, *self._consts, y[main:], yc[main:])
+
+    def _depthwise(self, x, out_shape, out_dtype, centred):
+        q, (_, oh, ow, cout) = self.q, out_shape
+        y = np.empty(out_shape, out_dtype)
+        yc = np.empty(out_shape, np.float32) if centred else np.empty((0, 0), np.float32)
+        args = (np.ascontiguousarray(x), np.int32(q["input_offset"]), self.w9, q["stride"][0], q["pad"][0],
+                q["pad"][1], oh, ow)
+        y2, yc2 = y.reshape(-1, cout), (yc.reshape(-1, cout) if centred else yc)
+        if self.xnn is None:
+            call(_depthwise_ref, *args, *self._params, *self._consts, y2, yc2, centred)
+        else:
+            call(_depthwise_fp32, *args, *self._params, *self._consts, y2, yc2, centred)
+        return y, (yc if centred else None)
 
     def _pointwise_fused(self, x, out_shape, out_dtype, centred):
         q, cout = self.q, out_shape[3]
@@ -361,6 +425,8 @@ class _Conv:
         cout = out_shape[3]
         if self.kind == "pointwise" and len(self.chunks) == 1:
             return self._pointwise_fused(x, out_shape, out_dtype, centred)
+        if self.kind == "depthwise":
+            return self._depthwise(x, out_shape, out_dtype, centred)
         if xc is None:
             xc = center(x, -q["input_offset"])
         if self.kind == "pointwise":
@@ -368,9 +434,6 @@ class _Conv:
             for j, ((a, b), packed) in enumerate(zip(self.chunks, self.packed)):
                 xin = xc if len(self.chunks) == 1 else np.ascontiguousarray(xc[..., a:b])
                 fk.pointwise(xin, packed, self.zero, False, out=acc[j])
-        elif self.kind == "depthwise":
-            acc = fk.depthwise3x3(xc, self.w33, self.zero, q["stride"][0], self._pads(x.shape, out_shape),
-                                  relu6=False)[None]
         else:
             acc = fk.conv3x3(xc, self.hwio, self.zero, q["stride"][0], self._pads(x.shape, out_shape),
                              relu6=False)[None]

@@ -9,10 +9,13 @@
 
 * ``"reference"`` (default): TFLite's reference kernels (``OpResolverType.BUILTIN_REF``), bit for bit:
   the NumPy arithmetic of ``ops_ref`` with Numba kernels (``kernels_int8``) for CONV_2D,
-  DEPTHWISE_CONV_2D and FULLY_CONNECTED, equal to it element for element.
+  DEPTHWISE_CONV_2D, FULLY_CONNECTED and ADD, equal to it element for element.
 * ``"numpy"``: the same arithmetic with NumPy only (the readable oracle; slower).
 * ``"xnnpack"``: the arithmetic of TFLite's default CPU path (``OpResolverType.AUTO``, XNNPACK):
-  fp32 requantization with round-to-nearest-even (``xnnpack``).
+  fp32 requantization with round-to-nearest-even (``xnnpack``; the convolutions' accumulators
+  from the same Numba kernels).
+
+``predict`` drops each tensor after its last use; ``trace`` keeps them all.
 """
 from __future__ import annotations
 
@@ -36,7 +39,6 @@ class QuantizedModel:
         self.kernels = kernels
         self._fm = reader.read(self.path)
         self.ops = graph.build_plan(self._fm)
-        self._by_index = self._fm.tensors
         names = [t.name for t in self._fm.tensors]
         if len(set(names)) != len(names):
             dup = next(n for n in names if names.count(n) > 1)
@@ -46,6 +48,12 @@ class QuantizedModel:
         self.outputs = [self._fm.tensors[i] for i in self._fm.outputs]
         want = _wants_centred(self.ops, self._fm) if kernels != "numpy" else set()
         self._steps = [_bind(kernels, op, self._fm, op.output_indices[0] in want) for op in self.ops]
+        last = {}
+        for k, op in enumerate(self.ops):
+            for i in op.input_indices:
+                last[i] = k
+        self._free_after = [[i for i in op.input_indices if last.get(i) == k and i not in self._fm.constants
+                             and i not in self._fm.outputs] for k, op in enumerate(self.ops)]
 
     def __repr__(self):
         i, o = self.inputs[0], self.outputs[0]
@@ -67,7 +75,7 @@ class QuantizedModel:
         fm = self._fm
         values, centred = {fm.inputs[0]: x}, {}
         trace = OrderedDict([(self.inputs[0].name, x)]) if keep else None
-        for op, step in zip(self.ops, self._steps):
+        for op, step, done in zip(self.ops, self._steps, self._free_after):
             args = [values[i] if i in values else graph.constant(fm, i) for i in op.input_indices]
             out = fm.tensors[op.output_indices[0]]
             y, yc = step(args, [centred.get(i) for i in op.input_indices[:1]], graph.batched_shape(out.shape, n),
@@ -77,6 +85,10 @@ class QuantizedModel:
                 centred[op.output_indices[0]] = yc
             if keep:
                 trace[op.outputs[0]] = y
+            else:
+                for i in done:
+                    values.pop(i, None)
+                    centred.pop(i, None)
         return values[fm.outputs[0]], trace
 
     def predict(self, x) -> np.ndarray:
@@ -147,7 +159,8 @@ def kernels_fast_ops():
 
 
 def _wants_centred(ops, fm) -> set:
-    """Tensors (indices) read by a DEPTHWISE_CONV_2D or a 3x3 CONV_2D, whose Numba kernels take
-    ``float32(x - zp)``: their producers emit that copy too. (1x1 convolutions read the int8 tensor.)"""
+    """Tensors (indices) read by a CONV_2D other than 1x1, whose Numba kernel (the float32 ``conv3x3``)
+    takes ``float32(x - zp)``: their producers emit that copy too. (1x1 and depthwise convolutions read
+    the int8 tensor; in MobileNetV2 only the stem is 3x3, and it reads the model input.)"""
     return {op.input_indices[0] for op in ops
-            if op.name == "DEPTHWISE_CONV_2D" or (op.name == "CONV_2D" and fm.tensors[op.input_indices[1]].shape[1:3] != (1, 1))}
+            if op.name == "CONV_2D" and fm.tensors[op.input_indices[1]].shape[1:3] != (1, 1)}
