@@ -116,9 +116,12 @@ def _read(path: str, spec: dict):
             data = f.read()
         return img_to_array(load_img(io.BytesIO(data), **kw))
     except Exception as e:  # noqa: BLE001 -- any unreadable URL becomes this file's error
-        from .classify import describe_error
+        raise OSError(f"cannot read {path!r}: {_describe(e)}") from None
 
-        raise OSError(f"cannot read {path!r}: {describe_error(e)}") from None
+
+def _describe(e: BaseException) -> str:
+    """An unreadable file's message, as ``mnv2ref predict`` records it (OSErrors name the file already)."""
+    return str(e) if isinstance(e, OSError) else f"{type(e).__name__}: {e}"
 
 
 def _lists(rows: list, dtype) -> pa.Array:
@@ -140,7 +143,7 @@ def schema(features: bool, meta: dict) -> pa.Schema:
 
 def run_chunk(name: str, index: int, files: list, part: str, meta: dict) -> dict:
     """Classify one chunk and write its part file atomically -> counts and this worker's statistics."""
-    from .classify import describe_error, top_k
+    from .cli.predict import top_k  # the records of `mnv2ref predict`, shared
     from .imagenet import preprocess_input
 
     worker = get_worker()
@@ -158,7 +161,7 @@ def run_chunk(name: str, index: int, files: list, part: str, meta: dict) -> dict
                 batch.append(_read(files[j], spec))
                 idx.append(j)
             except Exception as e:  # noqa: BLE001 -- any unreadable file: an error row, never a failed chunk
-                errors[j] = describe_error(e)
+                errors[j] = _describe(e)
         if not batch:
             continue
         probs, f = plugin.predict(preprocess_input(np.stack(batch)))

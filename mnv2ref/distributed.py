@@ -181,7 +181,7 @@ def is_url(p) -> bool:
 
 def list_inputs(inputs) -> list[str]:
     """Files, folders and fsspec URLs -> the sorted unique list of files (absolute paths, URLs as given)."""
-    from .classify import image_extensions, list_images
+    from .cli.predict import collect, image_extensions  # the walk of `mnv2ref predict`, shared
 
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
@@ -192,7 +192,7 @@ def list_inputs(inputs) -> list[str]:
             files += _list_url(p, image_extensions())
         else:
             p = p[len("file://"):] if p.startswith("file://") else p
-            files += [os.path.abspath(f) for f in list_images([p])]
+            files += [os.path.abspath(f) for f in collect([p])]
     return sorted(set(files))
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -251,10 +252,41 @@ def test_unreachable_scheduler_is_a_clear_error(photos, tmp_path):
     assert not (tmp_path / "o").exists()  # nothing written
 
 
-def test_missing_extra_says_what_to_install(monkeypatch, photos, tmp_path):
+def test_missing_extra_says_what_to_install(monkeypatch, photos, tmp_path, capsys):
     monkeypatch.setitem(sys.modules, "distributed", None)  # `import distributed` now raises ImportError
     with pytest.raises(ImportError, match=r"pip install 'mnv2ref\[dask\]'"):
         mdist.predict(photos, tmp_path / "o", weights=W35)
+    from mnv2ref.__main__ import main
+
+    assert main(["predict", str(photos), "--weights", W35, "--scheduler", "local", "--output", str(tmp_path)]) == 2
+    assert "pip install 'mnv2ref[dask]'" in capsys.readouterr().err
+
+
+@needs_extra
+def test_cli_scheduler_writes_the_dataset_with_a_chunk_bar(photos, reference, tmp_path):
+    out = tmp_path / "cli"
+    p = subprocess.run([sys.executable, "-m", "mnv2ref", "predict", str(photos), "--weights", W35, "--scheduler",
+                        "local:2", "--output", str(out), "--chunk-size", "4", "--progress"],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "3/3 chunks" in p.stderr and "[" + "#" * 30 + "]" in p.stderr
+    assert re.search(r"10 classified, 1 unreadable, 3 chunks \(3 computed, 0 already done, 0 failed\)", p.stderr)
+    summary = json.loads(p.stdout.splitlines()[-1])
+    assert summary["files"] == 11 and summary["output"] == str(out)
+    assert read(out) == reference[2]
+
+
+def test_cli_cluster_options_need_scheduler(photos, tmp_path, capsys):
+    from mnv2ref.__main__ import main
+
+    for extra in (["--output", str(tmp_path)], ["--features"], ["--chunk-size", "8"]):
+        assert main(["predict", str(photos), "--weights", W35, *extra]) == 2
+        assert "need --scheduler" in capsys.readouterr().err
+    assert main(["predict", str(photos), "--weights", W35, "--scheduler", "local"]) == 2
+    assert "--scheduler needs --output" in capsys.readouterr().err
+    assert main(["predict", str(photos), "--weights", W35, "--scheduler", "local", "--output", str(tmp_path / "o"),
+                 "--json"]) == 2
+    assert not (tmp_path / "o").exists()
 
 
 def test_import_needs_no_dask_or_pyarrow():

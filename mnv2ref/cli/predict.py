@@ -20,6 +20,7 @@ import time
 import numpy as np
 
 from . import common
+from . import distributed as many
 
 OUT_EXT = {"json": (".json", ".jsonl", ".ndjson"), "csv": (".csv",)}
 CSV_FIELDS = ("file", "rank", "class_index", "wnid", "label", "score", "error")
@@ -53,6 +54,7 @@ def add_parser(sub):
                    help="append to the existing OUT and skip the files already in it (needs --json OUT or --csv OUT)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar on stderr (default: when stderr is a terminal and there is more than one batch)")
+    many.add_args(p)  # --scheduler, --output, --features, --chunk-size: cli/distributed.py
     p.set_defaults(func=run)
     return p
 
@@ -213,6 +215,8 @@ def run(args) -> int:
 
     if args.top < 1 or args.batch_size < 1:
         raise common.CLIError("--top and --batch-size must be positive")
+    if many.wanted(args):
+        return many.run(args)
     fmt = "json" if args.json else "csv" if args.csv else "text"
     out = check_out(fmt, args.json or args.csv, args.resume) if fmt != "text" else None
     if args.resume and out is None:
