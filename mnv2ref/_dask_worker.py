@@ -195,4 +195,10 @@ def run_chunk(name: str, index: int, files: list, part: str, meta: dict) -> dict
     plugin.chunks += 1
     return {"chunk": index, "rows": n, "errors": sum(e is not None for e in errors), "worker": worker.address,
             "pid": os.getpid(), "model_builds": plugin.builds, "numba_compiles": count_compiles(),
-            "chunks": plugin.chunks}
+            "chunks": plugin.chunks, "numba_threads": _numba_threads()}
+
+
+def _numba_threads() -> int:
+    from . import kernels
+
+    return kernels.get_num_threads()

@@ -303,7 +303,8 @@ class _Connection:
             from . import kernels
 
             kernels.warmup((dtype,))  # compile (or load) once, before any worker process exists
-            self.cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+            # dashboard_address=":0": a free port (None would mean the default 8787, taken by a second cluster)
+            self.cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
                                         env=local_env(n))
             self.client = Client(self.cluster)
             self.made, self.local = [self.client, self.cluster], True
@@ -391,7 +392,7 @@ def predict(inputs, output, *, client=None, weights="imagenet", alpha=None, size
     Returns a summary: ``files``, ``classified``, ``errors`` (unreadable files), ``chunks``,
     ``computed``, ``skipped``, ``failed`` ([] here), ``seconds``, ``images_per_s`` (computed files per
     second of this run), ``output``, ``workers`` ({address: {"model_builds", "numba_compiles",
-    "chunks"}} for the workers that computed chunks). Raises ``ChunksFailed`` (after writing every
+    "chunks", "numba_threads"}} for the workers that computed chunks). Raises ``ChunksFailed`` (after writing every
     other chunk) when some chunks failed.
     """
     require()
@@ -487,7 +488,8 @@ def _run(todo, chunks, parts, metas, spec, data, client, summary, Progress, prog
                 summary["computed"] += 1
                 summary["errors"] += r["errors"]
                 done_files += r["rows"]
-                summary["workers"][r["worker"]] = {k: r[k] for k in ("model_builds", "numba_compiles", "chunks")}
+                summary["workers"][r["worker"]] = {k: r[k] for k in ("model_builds", "numba_compiles", "chunks",
+                                                                       "numba_threads")}
             else:
                 e = fut.exception()
                 summary["failed"].append({"chunk": i, "part": os.path.basename(parts[i]), "first": chunks[i][0],

@@ -65,7 +65,7 @@ def _cluster(**config):
 
     kernels.warmup(("float32",))  # as predict(client="local") does: compile before the workers start
     with dask.config.set(config):
-        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                                env=mdist.local_env(2))
         client = Client(cluster)
     return cluster, client
@@ -187,7 +187,11 @@ def test_features_equal_no_top_pooled_model(client, photos, reference, tmp_path)
 @needs_extra
 def test_resume_recomputes_only_missing_or_truncated_parts(client, photos, reference, tmp_path):
     out = tmp_path / "out"
-    mdist.predict(photos, out, client=client, weights=W35, chunk_size=CHUNK)
+    address = client.scheduler.address  # as a user's existing cluster: connect by address, warm per host
+    first = mdist.predict(photos, out, client=address, weights=W35, chunk_size=CHUNK)
+    cores = len(os.sched_getaffinity(0))
+    assert all(w["numba_threads"] == max(1, cores // 2) and w["numba_compiles"] == 0
+               for w in first["workers"].values()), first["workers"]
     parts = sorted(out.glob("part-*.parquet"))
     assert len(parts) == 4
     parts[1].unlink()
@@ -203,6 +207,29 @@ def test_resume_recomputes_only_missing_or_truncated_parts(client, photos, refer
     assert read(out) == reference[2]
     again = mdist.predict(photos, out, client=client, weights=W35, chunk_size=CHUNK)  # all done: nothing to do
     assert again["computed"] == 0 and again["skipped"] == 4
+
+
+@needs_extra
+def test_fsspec_url_inputs(photos, reference, tmp_path):
+    """memory:// URLs (an in-process cluster: the memory file system is per process)."""
+    import fsspec
+    from distributed import Client, LocalCluster
+
+    fs = fsspec.filesystem("memory")
+    for f in reference[2]:
+        fs.pipe(f"/pics{f[len(str(photos)):]}", Path(f).read_bytes())
+    fs.pipe("/pics/notes.txt", b"not an image")  # skipped by the walk, as are hidden files
+    fs.pipe("/pics/.hidden.png", (photos / ".hidden.png").read_bytes())
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as cluster, \
+            Client(cluster) as c:
+        summary = mdist.predict("memory://pics/", tmp_path / "out", client=c, weights=W35, chunk_size=4)
+    rows = read(tmp_path / "out")
+    assert summary["files"] == 11 and summary["errors"] == 1
+    assert {f: {k: v for k, v in r.items() if k not in ("file", "error")} for f, r in rows.items()} == \
+        {"memory:///pics" + f[len(str(photos)):]: {k: v for k, v in r.items() if k not in ("file", "error")}
+         for f, r in reference[2].items()}
+    assert "memory:///pics/b/broken.jpg" in rows["memory:///pics/b/broken.jpg"]["error"]
+    fs.rm("/pics", recursive=True)
 
 
 @needs_extra
