@@ -58,7 +58,7 @@ class ModelPlugin(WorkerPlugin):
     def __init__(self, name: str, spec: dict, data: bytes | None, threads: dict | None):
         self.name, self.spec, self.data, self.threads = name, spec, data, threads
         self.model = self.features = self.head = self.folder = None
-        self.builds = self.chunks = 0
+        self.builds = self.chunks = self.compiles_before = 0
 
     def setup(self, worker):
         import warnings
@@ -67,7 +67,7 @@ class ModelPlugin(WorkerPlugin):
 
         from . import distributed, kernels
 
-        count_compiles()
+        self.compiles_before = count_compiles()  # the run reports compilations from here on
         t = (self.threads or {}).get(distributed._host(worker.address))
         if t:
             kernels.set_num_threads(max(1, min(t, numba.config.NUMBA_NUM_THREADS)))
@@ -194,7 +194,7 @@ def run_chunk(name: str, index: int, files: list, part: str, meta: dict) -> dict
             os.unlink(tmp)
     plugin.chunks += 1
     return {"chunk": index, "rows": n, "errors": sum(e is not None for e in errors), "worker": worker.address,
-            "pid": os.getpid(), "model_builds": plugin.builds, "numba_compiles": count_compiles(),
+            "pid": os.getpid(), "model_builds": plugin.builds, "numba_compiles": count_compiles() - plugin.compiles_before,
             "chunks": plugin.chunks, "numba_threads": _numba_threads()}
 
 

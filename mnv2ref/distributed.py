@@ -91,7 +91,8 @@ def model_spec(weights, alpha, size, top, features, model_kwargs) -> tuple[dict,
 
     Errors (ValueError/OSError naming the file and the shapes) come from the library's own loader.
     """
-    from .model import MobileNetV2, imagenet_rows, resolve_imagenet
+    from . import arch
+    from .model import imagenet_rows, resolve_imagenet
 
     bad = sorted(set(model_kwargs) - set(MODEL_KWARGS))
     if bad:
@@ -109,7 +110,10 @@ def model_spec(weights, alpha, size, top, features, model_kwargs) -> tuple[dict,
         if weights == "imagenet":
             kw.setdefault("alpha", 1.0)
             rows = kw["input_shape"][0] if "input_shape" in kw else 224
-            path = resolve_imagenet(kw["alpha"], imagenet_rows(rows, rows), True)
+            if imagenet_rows(rows, rows) != rows:  # Keras's rule for the ImageNet classifier
+                raise ValueError(f"weights='imagenet' with the classifier needs size in {arch.IMAGENET_ROWS}, got "
+                                 f"{rows} (Keras: `input_shape` should be ({rows}, {rows}, 3) of those sizes)")
+            path = resolve_imagenet(kw["alpha"], rows, True)
         else:
             path = os.fspath(weights)
         kw.pop("seed", None)
@@ -332,10 +336,18 @@ def _host(address: str) -> str:
     return get_address_host(address)
 
 
+def _workers(client) -> dict:
+    """{address: info} of every worker (recent versions list only the first 5 unless asked for all)."""
+    import inspect
+
+    if "n_workers" in inspect.signature(client.scheduler_info).parameters:
+        return client.scheduler_info(n_workers=-1)["workers"]
+    return client.scheduler_info()["workers"]
+
+
 def worker_threads(client) -> dict:
     """{host: Numba threads per worker}: the host's cores shared by its workers and their task threads."""
-    info = client.scheduler_info(n_workers=-1)["workers"] if _accepts_n_workers(client) else \
-        client.scheduler_info()["workers"]
+    info = _workers(client)
     cores = client.run(lambda: len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
     per_host, out = {}, {}
     for addr, w in info.items():
@@ -346,18 +358,12 @@ def worker_threads(client) -> dict:
     return out
 
 
-def _accepts_n_workers(client) -> bool:
-    import inspect
-
-    return "n_workers" in inspect.signature(client.scheduler_info).parameters
-
-
 def _warm_one_per_host(client, dtype: str):
     """Compile (or load) the kernels on one worker per host, before every worker loads them."""
     from ._dask_worker import warm
 
     first = {}
-    for addr in sorted(client.scheduler_info()["workers"]):
+    for addr in sorted(_workers(client)):
         first.setdefault(_host(addr), addr)
     if first:
         client.run(warm, dtype, workers=list(first.values()))
@@ -390,9 +396,11 @@ def predict(inputs, output, *, client=None, weights="imagenet", alpha=None, size
         **model_kwargs: ``backend``, ``dtype``, ``classes``, ``classifier_activation``, ``seed``, ``name``.
 
     Returns a summary: ``files``, ``classified``, ``errors`` (unreadable files), ``chunks``,
-    ``computed``, ``skipped``, ``failed`` ([] here), ``seconds``, ``images_per_s`` (computed files per
-    second of this run), ``output``, ``workers`` ({address: {"model_builds", "numba_compiles",
-    "chunks", "numba_threads"}} for the workers that computed chunks). Raises ``ChunksFailed`` (after writing every
+    ``computed``, ``skipped``, ``failed`` ([] here), ``seconds``, ``setup_seconds`` (of those: connecting,
+    starting a local cluster, the model built on every worker), ``images_per_s`` (computed files per
+    second of this run, setup included), ``output``, ``workers`` ({address: {"model_builds", "numba_compiles"
+    (Numba compilations in that worker since this run's model setup began; 0 when it only loaded the
+    cache), "chunks", "numba_threads"}} for the workers that computed chunks). Raises ``ChunksFailed`` (after writing every
     other chunk) when some chunks failed.
     """
     require()
@@ -424,7 +432,8 @@ def predict(inputs, output, *, client=None, weights="imagenet", alpha=None, size
     parts = [os.path.join(output, PART.format(i)) for i in range(len(chunks))]
     todo = [i for i in range(len(chunks)) if not (resume and part_complete(parts[i], metas[i]))]
     summary = {"files": len(files), "classified": 0, "errors": 0, "chunks": len(chunks), "computed": 0,
-               "skipped": len(chunks) - len(todo), "failed": [], "seconds": 0.0, "images_per_s": 0.0,
+               "skipped": len(chunks) - len(todo), "failed": [], "seconds": 0.0, "setup_seconds": 0.0,
+               "images_per_s": 0.0,
                "output": output, "workers": {}}
     computed_files = 0
     if todo:
@@ -466,10 +475,11 @@ def _run(todo, chunks, parts, metas, spec, data, client, summary, Progress, prog
 
     from ._dask_worker import ModelPlugin, run_chunk
 
+    t0 = time.perf_counter()
     conn = _Connection(client, spec["model"].get("dtype", "float32"))
     name = f"mnv2ref-model-{uuid.uuid4().hex[:12]}"
     bar = Progress(len(todo), unit="chunks", enabled=progress)
-    done_files = 0
+    done_files, futures = 0, {}
     try:
         if manifest:  # only once the cluster answers: a failed start leaves nothing behind
             write_manifest(*manifest)
@@ -478,7 +488,8 @@ def _run(todo, chunks, parts, metas, spec, data, client, summary, Progress, prog
         if not conn.local:
             _warm_one_per_host(c, spec["model"].get("dtype", "float32"))
             threads = worker_threads(c)
-        c.register_plugin(ModelPlugin(name, spec, data, threads))
+        c.register_plugin(ModelPlugin(name, spec, data, threads))  # returns once every worker has the model
+        summary["setup_seconds"] = round(time.perf_counter() - t0, 3)
         futures = {c.submit(run_chunk, name, i, chunks[i], parts[i], metas[i], key=f"mnv2ref-chunk-{i:05d}-{name}",
                             pure=False): i for i in todo}
         for fut in as_completed(list(futures)):
@@ -503,6 +514,10 @@ def _run(todo, chunks, parts, metas, spec, data, client, summary, Progress, prog
             c.unregister_worker_plugin(name)
         except Exception:  # noqa: BLE001 -- a worker that just died; the plugin goes with the run
             pass
+    except BaseException:  # Ctrl-C, a lost scheduler: stop the chunks still queued (parts written stay)
+        if futures and conn.client.status == "running":
+            conn.client.cancel(list(futures))
+        raise
     finally:
         bar.close()
         conn.close()
