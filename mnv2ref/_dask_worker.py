@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import threading
+import time
 import uuid
 
 import numpy as np
@@ -146,6 +147,7 @@ def run_chunk(name: str, index: int, files: list, part: str, meta: dict) -> dict
     from .cli.predict import top_k  # the records of `mnv2ref predict`, shared
     from .imagenet import preprocess_input
 
+    t0 = time.perf_counter()
     worker = get_worker()
     plugin = worker.plugins.get(name)
     if plugin is None or plugin.model is None:
@@ -193,7 +195,7 @@ def run_chunk(name: str, index: int, files: list, part: str, meta: dict) -> dict
         if os.path.exists(tmp):
             os.unlink(tmp)
     plugin.chunks += 1
-    return {"chunk": index, "rows": n, "errors": sum(e is not None for e in errors), "worker": worker.address,
+    return {"chunk": index, "rows": n, "seconds": time.perf_counter() - t0, "errors": sum(e is not None for e in errors), "worker": worker.address,
             "pid": os.getpid(), "model_builds": plugin.builds, "numba_compiles": count_compiles() - plugin.compiles_before,
             "chunks": plugin.chunks, "numba_threads": _numba_threads()}
 

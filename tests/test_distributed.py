@@ -58,15 +58,12 @@ def photos(tmp_path_factory):
 
 
 def _cluster(**config):
+    """The LocalCluster predict(client="local:2") makes (kernels compiled here first), kept open."""
     import dask
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
-    from mnv2ref import kernels
-
-    kernels.warmup(("float32",))  # as predict(client="local") does: compile before the workers start
     with dask.config.set(config):
-        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
-                               env=mdist.local_env(2))
+        cluster = mdist.local_cluster(2)
         client = Client(cluster)
     return cluster, client
 
