@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import threading
+import time
 import uuid
 
 import numpy as np
@@ -58,7 +59,7 @@ class ModelPlugin(WorkerPlugin):
     def __init__(self, name: str, spec: dict, data: bytes | None, threads: dict | None):
         self.name, self.spec, self.data, self.threads = name, spec, data, threads
         self.model = self.features = self.head = self.folder = None
-        self.builds = self.chunks = 0
+        self.builds = self.chunks = self.compiles_before = 0
 
     def setup(self, worker):
         import warnings
@@ -67,7 +68,7 @@ class ModelPlugin(WorkerPlugin):
 
         from . import distributed, kernels
 
-        count_compiles()
+        self.compiles_before = count_compiles()  # the run reports compilations from here on
         t = (self.threads or {}).get(distributed._host(worker.address))
         if t:
             kernels.set_num_threads(max(1, min(t, numba.config.NUMBA_NUM_THREADS)))
@@ -116,9 +117,12 @@ def _read(path: str, spec: dict):
             data = f.read()
         return img_to_array(load_img(io.BytesIO(data), **kw))
     except Exception as e:  # noqa: BLE001 -- any unreadable URL becomes this file's error
-        from .classify import describe_error
+        raise OSError(f"cannot read {path!r}: {_describe(e)}") from None
 
-        raise OSError(f"cannot read {path!r}: {describe_error(e)}") from None
+
+def _describe(e: BaseException) -> str:
+    """An unreadable file's message, as ``mnv2ref predict`` records it (OSErrors name the file already)."""
+    return str(e) if isinstance(e, OSError) else f"{type(e).__name__}: {e}"
 
 
 def _lists(rows: list, dtype) -> pa.Array:
@@ -140,9 +144,10 @@ def schema(features: bool, meta: dict) -> pa.Schema:
 
 def run_chunk(name: str, index: int, files: list, part: str, meta: dict) -> dict:
     """Classify one chunk and write its part file atomically -> counts and this worker's statistics."""
-    from .classify import describe_error, top_k
+    from .cli.predict import top_k  # the records of `mnv2ref predict`, shared
     from .imagenet import preprocess_input
 
+    t0 = time.perf_counter()
     worker = get_worker()
     plugin = worker.plugins.get(name)
     if plugin is None or plugin.model is None:
@@ -158,7 +163,7 @@ def run_chunk(name: str, index: int, files: list, part: str, meta: dict) -> dict
                 batch.append(_read(files[j], spec))
                 idx.append(j)
             except Exception as e:  # noqa: BLE001 -- any unreadable file: an error row, never a failed chunk
-                errors[j] = describe_error(e)
+                errors[j] = _describe(e)
         if not batch:
             continue
         probs, f = plugin.predict(preprocess_input(np.stack(batch)))
@@ -190,6 +195,12 @@ def run_chunk(name: str, index: int, files: list, part: str, meta: dict) -> dict
         if os.path.exists(tmp):
             os.unlink(tmp)
     plugin.chunks += 1
-    return {"chunk": index, "rows": n, "errors": sum(e is not None for e in errors), "worker": worker.address,
-            "pid": os.getpid(), "model_builds": plugin.builds, "numba_compiles": count_compiles(),
-            "chunks": plugin.chunks}
+    return {"chunk": index, "rows": n, "seconds": time.perf_counter() - t0, "errors": sum(e is not None for e in errors), "worker": worker.address,
+            "pid": os.getpid(), "model_builds": plugin.builds, "numba_compiles": count_compiles() - plugin.compiles_before,
+            "chunks": plugin.chunks, "numba_threads": _numba_threads()}
+
+
+def _numba_threads() -> int:
+    from . import kernels
+
+    return kernels.get_num_threads()

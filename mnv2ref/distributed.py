@@ -91,7 +91,8 @@ def model_spec(weights, alpha, size, top, features, model_kwargs) -> tuple[dict,
 
     Errors (ValueError/OSError naming the file and the shapes) come from the library's own loader.
     """
-    from .model import MobileNetV2, imagenet_rows, resolve_imagenet
+    from . import arch
+    from .model import imagenet_rows, resolve_imagenet
 
     bad = sorted(set(model_kwargs) - set(MODEL_KWARGS))
     if bad:
@@ -109,7 +110,10 @@ def model_spec(weights, alpha, size, top, features, model_kwargs) -> tuple[dict,
         if weights == "imagenet":
             kw.setdefault("alpha", 1.0)
             rows = kw["input_shape"][0] if "input_shape" in kw else 224
-            path = resolve_imagenet(kw["alpha"], imagenet_rows(rows, rows), True)
+            if imagenet_rows(rows, rows) != rows:  # Keras's rule for the ImageNet classifier
+                raise ValueError(f"weights='imagenet' with the classifier needs size in {arch.IMAGENET_ROWS}, got "
+                                 f"{rows} (Keras: `input_shape` should be ({rows}, {rows}, 3) of those sizes)")
+            path = resolve_imagenet(kw["alpha"], rows, True)
         else:
             path = os.fspath(weights)
         kw.pop("seed", None)
@@ -181,7 +185,7 @@ def is_url(p) -> bool:
 
 def list_inputs(inputs) -> list[str]:
     """Files, folders and fsspec URLs -> the sorted unique list of files (absolute paths, URLs as given)."""
-    from .classify import image_extensions, list_images
+    from .cli.predict import collect, image_extensions  # the walk of `mnv2ref predict`, shared
 
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
@@ -192,7 +196,7 @@ def list_inputs(inputs) -> list[str]:
             files += _list_url(p, image_extensions())
         else:
             p = p[len("file://"):] if p.startswith("file://") else p
-            files += [os.path.abspath(f) for f in list_images([p])]
+            files += [os.path.abspath(f) for f in collect([p])]
     return sorted(set(files))
 
 
@@ -289,22 +293,40 @@ def local_env(n_workers: int) -> dict:
     return env
 
 
+#: glibc's largest dynamic mmap threshold (32 MiB on 64-bit). Dask's nanny sets MALLOC_TRIM_THRESHOLD_,
+#: and setting any malloc variable freezes glibc's mmap threshold at 128 KiB: every large tensor of the
+#: forward pass is then a fresh mmap, page-faulted in and unmapped again. Measured on 2 cores, 1.0_224,
+#: batch 32, one thread: 0.67-0.78 s with Dask's setting, 0.49-0.62 with this one too, 0.60-0.69 without either.
+MMAP_THRESHOLD = 32 << 20
+
+
+def local_cluster(n_workers: int, dtype: str = "float32"):
+    """``LocalCluster(n_workers, threads_per_worker=1, processes=True)`` set up for mnv2ref: the kernels
+    compiled (or loaded) here first, the workers given this process's Numba cache, their share of the
+    cores and the malloc setting above (in the nanny's pre-spawn environment: malloc reads it at exec)."""
+    import dask
+    from distributed import LocalCluster
+
+    from . import kernels
+
+    kernels.warmup((dtype,))  # compile (or load) once, before any worker process exists
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_": MMAP_THRESHOLD}):
+        # dashboard_address=":0": a free port (None would mean the default 8787, taken by a second cluster)
+        return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+                            env=local_env(n_workers))
+
+
 class _Connection:
     """``client`` argument -> a ``distributed.Client``; closes what it made."""
 
     def __init__(self, client, dtype: str):
-        from distributed import Client, LocalCluster
+        from distributed import Client
 
         self.made, self.cluster, self.local = [], None, False
         if client is None:
             client = os.environ.get("DASK_SCHEDULER_ADDRESS") or "local"
         if isinstance(client, str) and (client == "local" or client.startswith("local:")):
-            n = _local_workers(client)
-            from . import kernels
-
-            kernels.warmup((dtype,))  # compile (or load) once, before any worker process exists
-            self.cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                                        env=local_env(n))
+            self.cluster = local_cluster(_local_workers(client), dtype)
             self.client = Client(self.cluster)
             self.made, self.local = [self.client, self.cluster], True
         elif isinstance(client, str):
@@ -331,10 +353,18 @@ def _host(address: str) -> str:
     return get_address_host(address)
 
 
+def _workers(client) -> dict:
+    """{address: info} of every worker (recent versions list only the first 5 unless asked for all)."""
+    import inspect
+
+    if "n_workers" in inspect.signature(client.scheduler_info).parameters:
+        return client.scheduler_info(n_workers=-1)["workers"]
+    return client.scheduler_info()["workers"]
+
+
 def worker_threads(client) -> dict:
     """{host: Numba threads per worker}: the host's cores shared by its workers and their task threads."""
-    info = client.scheduler_info(n_workers=-1)["workers"] if _accepts_n_workers(client) else \
-        client.scheduler_info()["workers"]
+    info = _workers(client)
     cores = client.run(lambda: len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
     per_host, out = {}, {}
     for addr, w in info.items():
@@ -345,18 +375,12 @@ def worker_threads(client) -> dict:
     return out
 
 
-def _accepts_n_workers(client) -> bool:
-    import inspect
-
-    return "n_workers" in inspect.signature(client.scheduler_info).parameters
-
-
 def _warm_one_per_host(client, dtype: str):
     """Compile (or load) the kernels on one worker per host, before every worker loads them."""
     from ._dask_worker import warm
 
     first = {}
-    for addr in sorted(client.scheduler_info()["workers"]):
+    for addr in sorted(_workers(client)):
         first.setdefault(_host(addr), addr)
     if first:
         client.run(warm, dtype, workers=list(first.values()))
@@ -389,9 +413,12 @@ def predict(inputs, output, *, client=None, weights="imagenet", alpha=None, size
         **model_kwargs: ``backend``, ``dtype``, ``classes``, ``classifier_activation``, ``seed``, ``name``.
 
     Returns a summary: ``files``, ``classified``, ``errors`` (unreadable files), ``chunks``,
-    ``computed``, ``skipped``, ``failed`` ([] here), ``seconds``, ``images_per_s`` (computed files per
-    second of this run), ``output``, ``workers`` ({address: {"model_builds", "numba_compiles",
-    "chunks"}} for the workers that computed chunks). Raises ``ChunksFailed`` (after writing every
+    ``computed``, ``skipped``, ``failed`` ([] here), ``seconds``, ``setup_seconds`` (of those: connecting,
+    starting a local cluster, the model built on every worker), ``chunk_seconds`` (worker time spent in
+    the chunks, summed), ``images_per_s`` (computed files per
+    second of this run, setup included), ``output``, ``workers`` ({address: {"model_builds", "numba_compiles"
+    (Numba compilations in that worker since this run's model setup began; 0 when it only loaded the
+    cache), "chunks", "numba_threads"}} for the workers that computed chunks). Raises ``ChunksFailed`` (after writing every
     other chunk) when some chunks failed.
     """
     require()
@@ -423,7 +450,9 @@ def predict(inputs, output, *, client=None, weights="imagenet", alpha=None, size
     parts = [os.path.join(output, PART.format(i)) for i in range(len(chunks))]
     todo = [i for i in range(len(chunks)) if not (resume and part_complete(parts[i], metas[i]))]
     summary = {"files": len(files), "classified": 0, "errors": 0, "chunks": len(chunks), "computed": 0,
-               "skipped": len(chunks) - len(todo), "failed": [], "seconds": 0.0, "images_per_s": 0.0,
+               "skipped": len(chunks) - len(todo), "failed": [], "seconds": 0.0, "setup_seconds": 0.0,
+               "chunk_seconds": 0.0,
+               "images_per_s": 0.0,
                "output": output, "workers": {}}
     computed_files = 0
     if todo:
@@ -465,10 +494,11 @@ def _run(todo, chunks, parts, metas, spec, data, client, summary, Progress, prog
 
     from ._dask_worker import ModelPlugin, run_chunk
 
+    t0 = time.perf_counter()
     conn = _Connection(client, spec["model"].get("dtype", "float32"))
     name = f"mnv2ref-model-{uuid.uuid4().hex[:12]}"
     bar = Progress(len(todo), unit="chunks", enabled=progress)
-    done_files = 0
+    done_files, futures = 0, {}
     try:
         if manifest:  # only once the cluster answers: a failed start leaves nothing behind
             write_manifest(*manifest)
@@ -477,7 +507,8 @@ def _run(todo, chunks, parts, metas, spec, data, client, summary, Progress, prog
         if not conn.local:
             _warm_one_per_host(c, spec["model"].get("dtype", "float32"))
             threads = worker_threads(c)
-        c.register_plugin(ModelPlugin(name, spec, data, threads))
+        c.register_plugin(ModelPlugin(name, spec, data, threads))  # returns once every worker has the model
+        summary["setup_seconds"] = round(time.perf_counter() - t0, 3)
         futures = {c.submit(run_chunk, name, i, chunks[i], parts[i], metas[i], key=f"mnv2ref-chunk-{i:05d}-{name}",
                             pure=False): i for i in todo}
         for fut in as_completed(list(futures)):
@@ -485,9 +516,11 @@ def _run(todo, chunks, parts, metas, spec, data, client, summary, Progress, prog
             if fut.status == "finished":
                 r = fut.result()
                 summary["computed"] += 1
+                summary["chunk_seconds"] += r["seconds"]
                 summary["errors"] += r["errors"]
                 done_files += r["rows"]
-                summary["workers"][r["worker"]] = {k: r[k] for k in ("model_builds", "numba_compiles", "chunks")}
+                summary["workers"][r["worker"]] = {k: r[k] for k in ("model_builds", "numba_compiles", "chunks",
+                                                                       "numba_threads")}
             else:
                 e = fut.exception()
                 summary["failed"].append({"chunk": i, "part": os.path.basename(parts[i]), "first": chunks[i][0],
@@ -501,6 +534,10 @@ def _run(todo, chunks, parts, metas, spec, data, client, summary, Progress, prog
             c.unregister_worker_plugin(name)
         except Exception:  # noqa: BLE001 -- a worker that just died; the plugin goes with the run
             pass
+    except BaseException:  # Ctrl-C, a lost scheduler: stop the chunks still queued (parts written stay)
+        if futures and conn.client.status == "running":
+            conn.client.cancel(list(futures))
+        raise
     finally:
         bar.close()
         conn.close()

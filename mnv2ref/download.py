@@ -26,13 +26,12 @@ from __future__ import annotations
 
 import http.client
 import os
-import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 
 from .model import BASE_WEIGHT_PATH, keras_cache_dir, weights_filename
+from .progress import Progress
 
 ENV_URL = "MNV2REF_WEIGHTS_URL"
 ENV_HOME = "MNV2REF_HOME"
@@ -62,26 +61,6 @@ def base_url(override: str | None = None) -> str:
     return url if url.endswith("/") else url + "/"
 
 
-class _Bar:
-    """A one-line progress bar on a terminal: ``name  43% [#########           ] 6.1/14.2 MB``."""
-
-    def __init__(self, label: str, total: int | None, stream):
-        self.label, self.total, self.stream, self.last = label, total, stream, 0.0
-
-    def update(self, done: int, final: bool = False):
-        if self.stream is None or (not final and time.monotonic() - self.last < 0.1):
-            return
-        self.last = time.monotonic()
-        if self.total:
-            frac = min(done / self.total, 1.0)
-            bar = "#" * int(frac * 24)
-            text = f"{self.label} {frac:4.0%} [{bar:<24}] {done / 1e6:.1f}/{self.total / 1e6:.1f} MB"
-        else:
-            text = f"{self.label} {done / 1e6:.1f} MB"
-        self.stream.write("\r" + text + ("\n" if final else ""))
-        self.stream.flush()
-
-
 def fetch(url: str, dest: str, *, validate=None, progress: bool | None = None, timeout: float = 60.0) -> str:
     """Download ``url`` to ``dest`` atomically; ``validate(tmp_path)`` may raise ValueError/OSError to refuse it.
 
@@ -108,8 +87,7 @@ def fetch(url: str, dest: str, *, validate=None, progress: bool | None = None, t
                 raise DownloadError(f"{where}: cannot write in {folder!r} ({e})") from None
             length = resp.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
-            show = sys.stderr.isatty() if progress is None else progress
-            bar = _Bar(name, total, sys.stderr if show else None)
+            bar = Progress(total, unit="MB", scale=1e6, label=name, enabled=progress)
             done = 0
             with os.fdopen(fd, "wb") as out:
                 while True:
@@ -124,10 +102,10 @@ def fetch(url: str, dest: str, *, validate=None, progress: bool | None = None, t
                     except OSError as e:  # disk full, quota, ...
                         raise DownloadError(f"{where}: writing to {folder!r} failed ({e})") from None
                     done += len(data)
-                    bar.update(done)
+                    bar.update(len(data))
                 out.flush()
                 os.fsync(out.fileno())
-            bar.update(done, final=True)
+            bar.close()
         if total is not None and done != total:
             raise DownloadError(f"{where}: truncated, received {done} of the {total} bytes announced")
         if validate is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -57,15 +58,12 @@ def photos(tmp_path_factory):
 
 
 def _cluster(**config):
+    """The LocalCluster predict(client="local:2") makes (kernels compiled here first), kept open."""
     import dask
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
-    from mnv2ref import kernels
-
-    kernels.warmup(("float32",))  # as predict(client="local") does: compile before the workers start
     with dask.config.set(config):
-        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                               env=mdist.local_env(2))
+        cluster = mdist.local_cluster(2)
         client = Client(cluster)
     return cluster, client
 
@@ -186,7 +184,11 @@ def test_features_equal_no_top_pooled_model(client, photos, reference, tmp_path)
 @needs_extra
 def test_resume_recomputes_only_missing_or_truncated_parts(client, photos, reference, tmp_path):
     out = tmp_path / "out"
-    mdist.predict(photos, out, client=client, weights=W35, chunk_size=CHUNK)
+    address = client.scheduler.address  # as a user's existing cluster: connect by address, warm per host
+    first = mdist.predict(photos, out, client=address, weights=W35, chunk_size=CHUNK)
+    cores = len(os.sched_getaffinity(0))
+    assert all(w["numba_threads"] == max(1, cores // 2) and w["numba_compiles"] == 0
+               for w in first["workers"].values()), first["workers"]
     parts = sorted(out.glob("part-*.parquet"))
     assert len(parts) == 4
     parts[1].unlink()
@@ -202,6 +204,29 @@ def test_resume_recomputes_only_missing_or_truncated_parts(client, photos, refer
     assert read(out) == reference[2]
     again = mdist.predict(photos, out, client=client, weights=W35, chunk_size=CHUNK)  # all done: nothing to do
     assert again["computed"] == 0 and again["skipped"] == 4
+
+
+@needs_extra
+def test_fsspec_url_inputs(photos, reference, tmp_path):
+    """memory:// URLs (an in-process cluster: the memory file system is per process)."""
+    import fsspec
+    from distributed import Client, LocalCluster
+
+    fs = fsspec.filesystem("memory")
+    for f in reference[2]:
+        fs.pipe(f"/pics{f[len(str(photos)):]}", Path(f).read_bytes())
+    fs.pipe("/pics/notes.txt", b"not an image")  # skipped by the walk, as are hidden files
+    fs.pipe("/pics/.hidden.png", (photos / ".hidden.png").read_bytes())
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as cluster, \
+            Client(cluster) as c:
+        summary = mdist.predict("memory://pics/", tmp_path / "out", client=c, weights=W35, chunk_size=4)
+    rows = read(tmp_path / "out")
+    assert summary["files"] == 11 and summary["errors"] == 1
+    assert {f: {k: v for k, v in r.items() if k not in ("file", "error")} for f, r in rows.items()} == \
+        {"memory:///pics" + f[len(str(photos)):]: {k: v for k, v in r.items() if k not in ("file", "error")}
+         for f, r in reference[2].items()}
+    assert "memory:///pics/b/broken.jpg" in rows["memory:///pics/b/broken.jpg"]["error"]
+    fs.rm("/pics", recursive=True)
 
 
 @needs_extra
@@ -251,10 +276,41 @@ def test_unreachable_scheduler_is_a_clear_error(photos, tmp_path):
     assert not (tmp_path / "o").exists()  # nothing written
 
 
-def test_missing_extra_says_what_to_install(monkeypatch, photos, tmp_path):
+def test_missing_extra_says_what_to_install(monkeypatch, photos, tmp_path, capsys):
     monkeypatch.setitem(sys.modules, "distributed", None)  # `import distributed` now raises ImportError
     with pytest.raises(ImportError, match=r"pip install 'mnv2ref\[dask\]'"):
         mdist.predict(photos, tmp_path / "o", weights=W35)
+    from mnv2ref.__main__ import main
+
+    assert main(["predict", str(photos), "--weights", W35, "--scheduler", "local", "--output", str(tmp_path)]) == 2
+    assert "pip install 'mnv2ref[dask]'" in capsys.readouterr().err
+
+
+@needs_extra
+def test_cli_scheduler_writes_the_dataset_with_a_chunk_bar(photos, reference, tmp_path):
+    out = tmp_path / "cli"
+    p = subprocess.run([sys.executable, "-m", "mnv2ref", "predict", str(photos), "--weights", W35, "--scheduler",
+                        "local:2", "--output", str(out), "--chunk-size", "4", "--progress"],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "3/3 chunks" in p.stderr and "[" + "#" * 30 + "]" in p.stderr
+    assert re.search(r"10 classified, 1 unreadable, 3 chunks \(3 computed, 0 already done, 0 failed\)", p.stderr)
+    summary = json.loads(p.stdout.splitlines()[-1])
+    assert summary["files"] == 11 and summary["output"] == str(out)
+    assert read(out) == reference[2]
+
+
+def test_cli_cluster_options_need_scheduler(photos, tmp_path, capsys):
+    from mnv2ref.__main__ import main
+
+    for extra in (["--output", str(tmp_path)], ["--features"], ["--chunk-size", "8"]):
+        assert main(["predict", str(photos), "--weights", W35, *extra]) == 2
+        assert "need --scheduler" in capsys.readouterr().err
+    assert main(["predict", str(photos), "--weights", W35, "--scheduler", "local"]) == 2
+    assert "--scheduler needs --output" in capsys.readouterr().err
+    assert main(["predict", str(photos), "--weights", W35, "--scheduler", "local", "--output", str(tmp_path / "o"),
+                 "--json"]) == 2
+    assert not (tmp_path / "o").exists()
 
 
 def test_import_needs_no_dask_or_pyarrow():

@@ -15,11 +15,12 @@ import io
 import json
 import os
 import sys
-import time
 
 import numpy as np
 
+from ..progress import Progress
 from . import common, tflite
+from . import distributed as many
 
 OUT_EXT = {"json": (".json", ".jsonl", ".ndjson"), "csv": (".csv",)}
 CSV_FIELDS = ("file", "rank", "class_index", "wnid", "label", "score", "error")
@@ -53,6 +54,7 @@ def add_parser(sub):
                    help="append to the existing OUT and skip the files already in it (needs --json OUT or --csv OUT)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar on stderr (default: when stderr is a terminal and there is more than one batch)")
+    many.add_args(p)  # --scheduler, --output, --features, --chunk-size: cli/distributed.py
     p.set_defaults(func=run)
     tflite.extend(p, "predict")  # --tflite FILE, --labels, --kernels, --pixels (cli/tflite.py)
     return p
@@ -154,42 +156,6 @@ class Writer:
         self.stream.flush()
 
 
-class Progress:
-    """A one-line progress bar on stderr: ``[#####-----]  120/500 images  31.2 img/s  ETA 12s``."""
-
-    def __init__(self, total: int, enabled: bool, stream=None):
-        self.total, self.enabled, self.stream = total, enabled and total > 0, stream or sys.stderr
-        self.done, self.t0, self.last = 0, time.perf_counter(), 0.0
-
-    def update(self, n: int, force=False):
-        self.done += n
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        if not force and now - self.last < 0.1 and self.done < self.total:
-            return
-        self.last = now
-        rate = self.done / max(now - self.t0, 1e-9)
-        eta = (self.total - self.done) / rate if rate > 0 else 0
-        fill = int(30 * self.done / self.total)
-        self.stream.write(f"\r[{'#' * fill}{'-' * (30 - fill)}] {self.done:>{len(str(self.total))}}/{self.total} "
-                          f"images  {rate:5.1f} img/s  ETA {eta:4.0f}s ")
-        self.stream.flush()
-
-    def message(self, text: str):
-        """Print a line on stderr without breaking the bar."""
-        if self.enabled:
-            self.stream.write("\r" + " " * 79 + "\r")
-        print(text, file=self.stream, flush=True)
-        if self.enabled and self.done:
-            self.update(0, force=True)
-
-    def close(self):
-        if self.enabled:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
 # -- the command --------------------------------------------------------------------------------------------------
 
 def top_k(probs: np.ndarray, k: int, classes: int) -> list[list[dict]]:
@@ -214,6 +180,8 @@ def run(args) -> int:
 
     if args.top < 1 or args.batch_size < 1:
         raise common.CLIError("--top and --batch-size must be positive")
+    if many.wanted(args):
+        return many.run(args)
     fmt = "json" if args.json else "csv" if args.csv else "text"
     out = check_out(fmt, args.json or args.csv, args.resume) if fmt != "text" else None
     if args.resume and out is None:
@@ -233,7 +201,7 @@ def run(args) -> int:
         new, stream = True, sys.stdout
     writer = Writer(fmt, stream, header=new)
     show = args.progress if args.progress is not None else (sys.stderr.isatty() and len(todo) > args.batch_size)
-    progress = Progress(len(todo), show)
+    progress = Progress(len(todo), unit="images", enabled=show)
     n_ok, n_bad = 0, 0
     try:
         for i in range(0, len(todo), args.batch_size):
