@@ -20,7 +20,7 @@ from ._config import INLINE
 # sync layout (int64): barrier counter and generation on their own cache lines, an abort flag,
 # then one work-item counter per program row.
 _COUNT, _GEN, _ABORT, _ITEMS = 0, 8, 16, 24
-_SPINS = 2000
+_SPINS = 500
 
 
 # --- atomics (compiled) and their Python twins (NUMBA_DISABLE_JIT: one thread) ----------------
