@@ -132,7 +132,7 @@ def pointwise(x: np.ndarray, packed: PackedPointwise, bias: np.ndarray, relu6: b
 
     plan = Plan(dt)
     t = plan_pointwise(plan, plan.input(x.shape), packed, bias, relu6, residual)
-    return plan.compile(t, copy_weights=False)(x, out=y)
+    return plan.compile(t)(x, out=y)
 
 
 def tile_rows(dtype) -> int:
