@@ -159,6 +159,6 @@ def _i_ptr(typingctx, addrs, slot, off, proto):
     return ptrty(addrs, slot, off, proto), codegen
 
 
-@overload(view, jit_options=_OPTS, inline="always")
+@overload(view, jit_options=_OPTS)
 def _view_overload(bufs, slot, off, shape):
     return lambda bufs, slot, off, shape: carray(_i_ptr(bufs[0], slot, off, bufs[1]), shape)
