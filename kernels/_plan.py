@@ -18,6 +18,8 @@ The ``Plan`` methods take the same arguments as the public kernels (checked ther
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from . import _engine
@@ -212,6 +214,7 @@ class Program:
         self.in_shape, self.out_shape = plan.inp.shape, tuple(out_shape)
         self.prog, self.weights, self._keep = prog, weights, keep  # keep: the constants used
         self.arena = np.empty(max(arena_size, 1), plan.dtype)
+        self._lock = threading.Lock()  # one call at a time: the arena is shared
 
     @property
     def nbytes(self) -> int:
@@ -224,5 +227,6 @@ class Program:
                              f"got {x.dtype} {x.shape}")
         y = np.empty(self.out_shape, self.dtype) if out is None else out
         bufs = (x.reshape(-1), y.reshape(-1), self.arena, self.weights)  # weights: None unless copied
-        _engine.execute(self.prog, bufs, self.nthreads)
+        with self._lock:
+            _engine.execute(self.prog, bufs, self.nthreads)
         return y

@@ -394,6 +394,36 @@ def test_results_independent_of_thread_count():
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("banded", [True, False])
+def test_model_plan_equals_the_layer_by_layer_pass_bitwise(banded):
+    """The whole forward pass as one engine program (plan traced from forward.py, tensors
+    sharing one arena) gives exactly the bits of forward.py calling the checked kernels one by
+    one, for 1 and 2 threads (a wrong arena overlap or work split would change them)."""
+    import numba
+
+    import mnv2ref
+    from mnv2ref import forward, numba_ops
+
+    size = 32 if NOJIT else 128  # 128: block_1 and block_2 are banded (wide tensor > 1 MiB)
+    m = mnv2ref.MobileNetV2(input_shape=(size, size, 3), alpha=0.35, weights=None, banded=banded)
+    x = np.random.default_rng(13).uniform(-1, 1, (2, size, size, 3)).astype(np.float32)
+    loop = forward.forward(x, ops=numba_ops, tap=None, **m._forward_kwargs())
+    before = K.get_num_threads()
+    try:
+        outs = []
+        for n in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
+            K.set_num_threads(n)
+            outs.append(m(x))
+    finally:
+        K.set_num_threads(before)
+    for y in outs:
+        np.testing.assert_array_equal(y, loop)
+    plan = m.compile(batch_size=2)
+    from mnv2ref.kernels._program import OP_BLOCK
+    assert (plan.program.prog[:, 0] == OP_BLOCK).any() == (banded and not NOJIT)
+    assert plan.program.arena.nbytes < 4 * sum(np.prod(l.shape) for l in m.layers()) * 2  # tensors share memory
+
+
 def test_set_num_threads_rejects_bad_values():
     for bad in (0, -1, 1.5, True, 10**6):
         with pytest.raises(ValueError, match="n:"):
