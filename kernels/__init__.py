@@ -22,14 +22,31 @@ arithmetic and accumulation happen in that dtype):
 ``Ho = (H + top + bottom - 3) // stride + 1``. Bad arguments raise ``ValueError`` naming
 the argument. Non-contiguous inputs are copied to C order first.
 
-Threads: ``set_num_threads(n)`` / ``get_num_threads()`` (or the ``NUMBA_NUM_THREADS``
-environment variable, read once at startup, for the maximum). Results are bit-identical
-for any thread count.
+Plans (whole networks): ``Plan(dtype)`` records the operations above on ``Tensor`` s
+(shapes, no data) -- ``plan.input(shape)``, ``plan.conv3x3(...)``, ``plan.pointwise(...)``,
+``plan.expand_depthwise_project(...)``, ``plan.global_avg_pool(x)``, ``plan.dense(...)`` -- and
+``plan.compile(output)`` returns a ``Program``: everything that does not depend on the input
+values (memory layout of all intermediate tensors in one arena, work items, per-thread
+scratch) is decided once, and ``program(x)`` runs the whole sequence as one native call per
+thread. ``mnv2ref`` builds the plan of MobileNetV2 by running ``forward.py`` on a plan's
+input (``mnv2ref.numba_ops.PlanOps``). The functions above are one-operation plans.
 
-Compilation: nothing is compiled at import. Each kernel is compiled for a dtype on its
-first call (seconds; cached on disk afterwards, see ``_config.py`` for the options and the
-SLP-vectoriser handling), or up front with ``warmup()``. ``NUMBA_DISABLE_JIT=1`` runs the
-same kernel bodies as plain Python (slow, for debugging and coverage).
+Engine (``_engine.py``): every kernel and every plan runs through ONE compiled function per
+dtype, driven by a few Python threads (no ``prange``); work items are handed out by an
+atomic counter and consecutive operations are separated by a barrier. Each item writes only
+its own part of its output with the same instruction sequence whatever thread runs it, so
+results are bit-identical for any thread count. Threads: ``set_num_threads(n)`` /
+``get_num_threads()``; the maximum is ``NUMBA_NUM_THREADS`` (default: the number of CPUs).
+
+Compilation: nothing is compiled at import. The engine function for a dtype is compiled on
+first use, or up front with ``warmup(dtypes=("float32",))`` (what ``mnv2ref compile`` calls),
+and cached on disk by Numba (``cache=True``: next to the package or in ``NUMBA_CACHE_DIR``), so
+later processes load it in well under a second. One engine function serves every model size
+and width of that dtype; a float32 model never compiles float64 code. Vector arithmetic is
+explicit 16-lane LLVM vectors (``_lanes.py``), register tiles are chosen for the CPU Numba
+compiles for (``_tiles.py``: AVX-512 or AVX2), and ``_config.py`` holds the compile options
+with the reason for each. ``NUMBA_DISABLE_JIT=1`` runs the same kernel bodies as plain
+Python/NumPy (slow, for debugging and coverage).
 
 ``mnv2ref.kernels.reference`` holds naive NumPy versions of every kernel (test oracles).
 """

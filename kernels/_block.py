@@ -103,7 +103,7 @@ def expand_depthwise_project(x: np.ndarray, expand: PackedPointwise, expand_bias
 
     plan = Plan(dt)
     t = plan_block(plan, plan.input(x.shape), expand, be, wd, bd, s, pads, project, bp, residual, band)
-    return plan.compile(t, copy_weights=False)(x, out=y)
+    return plan.compile(t)(x, out=y)
 
 
 def plan_block(plan, x, expand, expand_bias, depthwise, depthwise_bias, stride, pads, project,

@@ -1,94 +1,74 @@
-"""The one place for Numba compile options, the SLP-vectoriser guard and thread control.
+"""The one place for Numba compile options, the compile guard and thread control.
 
-Compile options (and why)
--------------------------
-``cache=True``
-    Compiled machine code is written next to the sources (``__pycache__``) or to
-    ``NUMBA_CACHE_DIR`` so a fresh process loads it instead of spending seconds in LLVM.
-``parallel=True`` (only on kernels with a ``prange`` loop)
-    Work is split into independent output tiles; every ``prange`` iteration writes only its
-    own slice of the output and never reduces across iterations, so results are
-    bit-identical for any thread count.
+How the kernels are compiled (and why)
+--------------------------------------
+There is one top-level compiled function per dtype, the engine's driver (``_engine.py``).
+Everything else -- the per-operation executors (inlined into it at Numba-IR level) and the
+tile functions (compiled as its callees) -- is machine code inside that one cache entry.
+Numba compiles a callee once on its own and again inside each caller it is linked into, and
+each ``prange`` adds three more modules; main's five parallel drivers and deep call chains made
+the cold start 74-81 s (measured on this 2-core VM). With one non-parallel driver each tile is
+generated twice (alone and in the driver), and the tiles are short: explicit 16-lane vector
+IR (``_lanes.py``), not 16 scalar lanes. Measured cold compile of everything float32: ~14 s of
+CPU time on the loaded 2-core Sapphire Rapids VM (see the report / README for the numbers).
+
+Compile options
+---------------
+``cache=True`` (the driver; ``JIT``)
+    Machine code is written next to the sources (``__pycache__``) or to ``NUMBA_CACHE_DIR`` so
+    a fresh process loads it instead of spending seconds in LLVM. The driver is a closure over
+    a digest of all kernel sources (``_engine.run_function``), because Numba's cache key covers
+    only the cached function's own file: a changed tile file must not load stale code.
+``cache=False`` (tile functions; ``LEAF``)
+    They only ever run inside the driver, whose cache entry contains them.
+``inline='always'`` (``INLINE``: small helpers, executors, vector intrinsics' wrappers)
+    Inlined into the caller at Numba-IR level: no module of their own to optimise and link.
+    Used only for short functions: Numba re-types the inlined body at every call site.
 ``fastmath={'contract'}``
     Only lets LLVM fuse ``a + b * c`` into one FMA instruction (fewer roundings, twice the
-    throughput). Not ``fastmath=True``: its ``reassoc`` flag lets LLVM reorder sums and in
-    earlier measurements collapsed one pointwise tile to 5.6 GFLOP/s.
+    throughput); the vector intrinsics set the same single flag. Not ``fastmath=True``: its
+    ``reassoc`` flag lets LLVM reorder sums (results would then depend on the compiler).
 ``nogil=True``
-    Kernels release the GIL, so other Python threads can run while one executes.
+    The driver runs on several Python threads at once; it must release the GIL.
 ``error_model='numpy'``
     Division by zero gives inf/nan instead of a Python exception check in the hot loop.
 ``boundscheck=False``
-    Indices are computed and validated by the Python wrappers, never by the hot loops.
-    (``NUMBA_BOUNDSCHECK=1`` in the environment overrides this, for debugging;
+    Indices are computed and validated by the Python wrappers and plans, never by the hot
+    loops. (``NUMBA_BOUNDSCHECK=1`` in the environment overrides this, for debugging;
     ``NUMBA_DISABLE_JIT=1`` gets NumPy's own index checks.)
+No ``parallel=True``: threads come from ``_engine._Pool`` (see there).
 
-The SLP-vectoriser trap, and what we do about it
-------------------------------------------------
-The pointwise, conv3x3 and depthwise hot loops keep a tile of partial sums in 16-lane
-*tuples* of scalars (see ``_lanes.py``) so LLVM can keep them in vector registers. Turning
-16 scalar FMAs into vector FMAs is the job of LLVM's SLP (superword-level-parallelism)
-vectoriser, which Numba 0.68 switches OFF by default (``numba.config.SLP_VECTORIZE``,
-env ``NUMBA_SLP_VECTORIZE``, default 0). There is no loop for the loop vectoriser to
-take here (the accumulator loop must be unrolled into registers), so with SLP off the
-same code compiles to scalar ``vfmadd231ss``: measured pointwise 3136x144->32, 1 thread,
-3.8 GFLOP/s with SLP off vs 82 with it on (``_block5``: 0 packed / 80 scalar FMAs vs
-30 packed / 0 scalar). (A plain loop over channels that the loop vectoriser could take
-was no alternative either: with the many arrays of a stencil, its runtime alias checks
-exceed LLVM's limit and it stays scalar; measured on the depthwise border columns.)
+The SLP vectoriser, and the guard
+---------------------------------
+Earlier versions kept a tile's partial sums in tuples of 16 scalars and relied on LLVM's SLP
+vectoriser to pack them into vector instructions; Numba 0.68 turns SLP off by default
+(``NUMBA_SLP_VECTORIZE``), and with it off the same code ran at 4-8 GFLOP/s. The setting is
+read at each compilation and is NOT part of Numba's cache key, so a cache written with SLP off
+silently held slow code. The kernels now use explicit vector types, which LLVM compiles to
+packed instructions whatever the SLP setting (tested with ``NUMBA_SLP_VECTORIZE=0``). The
+guard stays, so that the machine code of the scalar leftovers (tails) does not depend on the
+user's environment either: our functions are only compiled inside :func:`ensure_compiled`,
+which takes Numba's compiler lock, sets ``SLP_VECTORIZE = 1``, compiles the one signature
+needed (or loads it from the cache), restores the previous value, and then disables implicit
+compilation on the dispatcher, so a call with other argument types fails loudly instead of
+compiling outside the guard.
 
-What was measured/read in Numba 0.68.1 (numba/core/codegen.py):
-
-* ``CPUCodegen._pass_builder`` reads ``config.SLP_VECTORIZE`` every time it builds the LLVM
-  pass pipeline, i.e. at each compilation, not once at import. So setting
-  ``numba.config.SLP_VECTORIZE = 1`` just before compiling a kernel (and restoring it
-  after) is enough; no environment variable and no process restart are needed.
-* The setting is NOT part of Numba's on-disk cache key (the key is signature + CPU name
-  and features + bytecode hash). A cached object compiled with SLP off is loaded as-is by a
-  process that has SLP on, and vice versa. Measured: a cache written through the guard
-  below, loaded by a process with ``NUMBA_SLP_VECTORIZE=0``: 77 GFLOP/s; a cache written
-  by one unguarded direct call of ``_pointwise5``, loaded through the guard: 3.8.
-
-So: **our kernels are only ever compiled inside :func:`call`**, which takes Numba's global
-compiler lock (no other thread compiles meanwhile, so nobody else sees the temporary
-setting), sets ``SLP_VECTORIZE = 1``, compiles the one signature needed (or loads it from
-the cache), restores the previous value and then calls the kernel outside the lock. After
-that first compile, implicit compilation is disabled on the dispatcher
-(``disable_compile``), so a call with new argument types can never silently compile a slow
-SLP-off version; :func:`call` catches the mismatch and compiles it under the guard again.
-Because every compile of these functions goes through the guard, every cache entry for
-them was built with SLP on, and one cache directory suffices. (Calling the private
-``_``-prefixed kernels directly before any wrapper call in a process with an empty cache
-would write an SLP-off entry into the cache; don't.)
-
-Nothing here runs at import time: importing ``mnv2ref.kernels`` compiles nothing and
-changes no global Numba setting.
-
-``NUMBA_DISABLE_JIT=1`` runs the kernel bodies as plain Python (``prange`` is ``range``,
-tuples are tuples): very slow but the same arithmetic, used once in CI to check coverage
-and the Python semantics of the kernels.
-
-Compile time (measured, 2-core VM, fresh process, empty cache dir)
---------------------------------------------------------------------
-About 30 s for all float32 kernels and 25 s more for float64 (pointwise ~10 s + 4 s,
-depthwise ~9 s each, conv3x3 ~5 s each, dense ~3 s each; more on a loaded machine);
-from a warm cache, ~0.2 s for the first call and 0.5 s for everything. The costly part is
-Numba's front end on the straight-line 16-lane code (IR inlining deep-copies the callee
-at every call site), so only the small lane helpers are inlined; see ``_pointwise.py``.
+Nothing here runs at import time: importing ``mnv2ref.kernels`` compiles nothing and changes no
+global Numba setting.
 
 Threads
 -------
-:func:`set_num_threads` / :func:`get_num_threads` wrap Numba's. The pool size is fixed at
-the first parallel call from ``NUMBA_NUM_THREADS`` (default: number of CPUs); set that
-environment variable before starting Python to use more threads than CPUs, or call
-``set_num_threads(n)`` with ``n <= NUMBA_NUM_THREADS`` at any time to use fewer.
+:func:`set_num_threads` / :func:`get_num_threads` set the number of threads the engine uses
+(default and maximum: ``NUMBA_NUM_THREADS``, i.e. the number of CPUs unless set before
+Numba is imported). Results do not depend on it.
 
-Two thread pools in one process fight on a small machine: after a multi-threaded
-OpenBLAS call (``x @ w`` on large arrays) its idle workers spin for up to 2^28 cycles
-(~0.1 s, ``OPENBLAS_THREAD_TIMEOUT``) and Numba's threads get no core meanwhile
-(measured on 2 cores: pointwise calls 10-50x slower). These kernels never call BLAS;
-code mixing both should set ``OPENBLAS_THREAD_TIMEOUT=4`` or ``OPENBLAS_NUM_THREADS=1``
-before NumPy is imported. Likewise any other busy process on the machine stalls a
-parallel call until the preempted worker runs again (one scheduler slice, ~8 ms seen).
+Two thread pools in one process fight on a small machine: after a multi-threaded OpenBLAS
+call (``x @ w`` on large arrays) its idle workers spin for up to 2^28 cycles (~0.1 s,
+``OPENBLAS_THREAD_TIMEOUT``) and the kernels' threads get no core meanwhile (measured on 2
+cores: pointwise calls 10-50x slower). These kernels never call BLAS; code mixing both should
+set ``OPENBLAS_THREAD_TIMEOUT=4`` or ``OPENBLAS_NUM_THREADS=1`` before NumPy is imported.
+Likewise any other busy process on the machine delays each barrier until the preempted
+thread runs again; a waiting thread spins briefly, then yields its core (``_sync.py``).
 """
 from __future__ import annotations
 

@@ -57,7 +57,7 @@ def conv3x3(x: np.ndarray, w: np.ndarray, bias: np.ndarray, stride: int, pads,
 
     plan = Plan(dt)
     t = plan_conv3x3(plan, plan.input(x.shape), w, bias, stride, pads, relu6)
-    return plan.compile(t, copy_weights=False)(x, out=y)
+    return plan.compile(t)(x, out=y)
 
 
 def plan_conv3x3(plan, x, w, bias, stride, pads, relu6=True):

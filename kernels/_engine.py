@@ -155,7 +155,8 @@ _POOL = _Pool()
 
 
 def execute(prog: np.ndarray, bufs: tuple, nthreads: int) -> None:
-    """Run program ``prog`` over ``bufs`` (``NSLOTS`` flat C-contiguous arrays of one dtype)."""
+    """Run program ``prog`` over ``bufs`` (up to ``NSLOTS`` flat C-contiguous arrays of one
+    dtype, or None: see below); ``bufs[0]`` must be an array."""
     sync = np.zeros(_ITEMS + len(prog), np.int64)
     run = run_function()
     if jit_disabled():
@@ -163,7 +164,12 @@ def execute(prog: np.ndarray, bufs: tuple, nthreads: int) -> None:
         return
     # Compiled code sees the buffers as addresses + the dtype (``_sync.view``); ``bufs``
     # keeps the arrays alive until the run is over.
-    jb = (np.array([a.ctypes.data for a in bufs], np.int64), bufs[0][:0])
+    # A slot given as None has base address 0: its offsets are absolute (``_plan.SLOT_ABS``).
+    addrs = np.zeros(NSLOTS, np.int64)
+    for i, a in enumerate(bufs):
+        if a is not None:
+            addrs[i] = a.ctypes.data
+    jb = (addrs, bufs[0][:0])
     key = bufs[0].dtype
     if key not in _READY:
         ensure_compiled(run, (prog, jb, sync, 0, 1))
@@ -180,4 +186,4 @@ _READY = set()  # dtypes whose engine is compiled in this process
 def compile_for(dtype) -> None:
     """Compile (or load from the cache) the engine for ``dtype`` now."""
     dt = np.dtype(dtype)
-    execute(np.zeros((0, NF), np.int64), tuple(np.zeros(1, dt) for _ in range(NSLOTS)), 1)
+    execute(np.zeros((0, NF), np.int64), (np.zeros(1, dt),) * 3, 1)

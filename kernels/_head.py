@@ -59,7 +59,7 @@ def dense(x: np.ndarray, w: np.ndarray, bias: np.ndarray) -> np.ndarray:
 
     plan = Plan(dt)
     t = plan_dense(plan, plan.input(x.shape), w, bias)
-    return plan.compile(t, copy_weights=False)(x, out=y)
+    return plan.compile(t)(x, out=y)
 
 
 _GROUP = 4 * LANES  # output columns per work item: 4 independent accumulator vectors

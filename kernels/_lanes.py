@@ -308,7 +308,7 @@ def _bind(py, impl):
     exec(f"def typer({names}):\n    return impl\n"
          f"def impl({names}):\n    return _impl({names})\n", ns)  # same argument names
     opts = {k: v for k, v in INLINE.items() if k != "inline"}
-    overload(py, jit_options=opts, inline="always")(ns["typer"])
+    overload(py, jit_options=opts)(ns["typer"])
 
 
 for _py, _impl in ((load, _i_load), (load1, _i_load1), (fma, _i_fma), (fma_t, _i_fma_t),

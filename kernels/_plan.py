@@ -10,8 +10,7 @@
 Everything that does not depend on the input values is decided in :meth:`Plan.compile`:
 the operations and their work items, where every intermediate tensor lives in one arena
 (tensors whose lifetimes do not overlap share memory; first fit), the per-thread scratch of
-the banded blocks, and the weights (copied into one array, 64-byte aligned, or -- for the
-one-operation plans of the public wrappers -- passed as they are, without a copy).
+the banded blocks. Weights are used where they are, not copied (see :meth:`Plan.compile`).
 
 The ``Plan`` methods take the same arguments as the public kernels (checked there); a
 ``Tensor`` stands for a not-yet-computed array (``.shape``, ``.dtype``, ``.size``,
@@ -19,14 +18,17 @@ The ``Plan`` methods take the same arguments as the public kernels (checked ther
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from . import _engine
-from ._config import get_num_threads
-from ._program import NF, NSLOTS
+from ._config import get_num_threads, jit_disabled
+from ._program import NF
 
 _ALIGN = 16  # elements (64 bytes for float32) between arena/weights blocks
 SLOT_IN, SLOT_OUT, SLOT_ARENA, SLOT_W = 0, 1, 2, 3
+SLOT_ABS = SLOT_W  # compiled code: base address 0 (constants addressed where they are)
 
 
 class Tensor:
@@ -124,36 +126,37 @@ class Plan:
         return plan_dense(self, x, w, bias)
 
     # -- compiling ---------------------------------------------------------------------------
-    def compile(self, output: Tensor, copy_weights: bool = True) -> "Program":
+    def compile(self, output: Tensor) -> "Program":
         """Lay out memory and write the program that computes ``output`` from the input.
 
-        ``copy_weights``: gather all constant arrays into one aligned array (a model's
-        plan), or pass each as it is in its own slot (one-operation plans; at most
-        ``NSLOTS - 4`` constants)."""
+        Constant arrays (weights) are not copied: compiled code addresses them where they
+        are (slot ``SLOT_ABS``, whose base address is 0, so an operand's offset is the array's
+        address in elements); the program keeps a reference to each. Under
+        ``NUMBA_DISABLE_JIT`` they are gathered into one array instead (slot ``SLOT_W``)."""
         if self.inp is None or not self.ops or self.ops[-1].out is not output:
             raise ValueError("compile(output): output must be the last operation's result")
         dt = self.dtype
-        # Weights.
-        const_loc, wparts, wsize, extra = {}, [], 0, []
+        copy = jit_disabled()
+        const_loc, keep, wparts, wsize = {}, [], [], 0
         for op in self.ops:
             for c in op.consts:
                 if id(c) in const_loc:
                     continue
-                if copy_weights:
+                a = np.ascontiguousarray(c, dt)
+                if a.size and a.ctypes.data % dt.itemsize:
+                    a = a.copy()  # not element-aligned: no element offset reaches it
+                keep.append(a)
+                if copy:
                     const_loc[id(c)] = (SLOT_W, wsize)
-                    wparts.append((wsize, c))
-                    wsize += -(-c.size // _ALIGN) * _ALIGN
+                    wparts.append((wsize, a))
+                    wsize += -(-a.size // _ALIGN) * _ALIGN
                 else:
-                    slot = SLOT_W + len(extra)
-                    if slot >= NSLOTS:
-                        raise ValueError("too many constant arrays for one-operation plans")
-                    const_loc[id(c)] = (slot, 0)
-                    extra.append(_flat(c, dt))
+                    const_loc[id(c)] = (SLOT_ABS, a.ctypes.data // dt.itemsize if a.size else 0)
         weights = None
-        if copy_weights:
+        if copy:
             weights = np.zeros(max(wsize, 1), dt)
-            for off, c in wparts:
-                weights[off:off + c.size] = np.asarray(c, dt).ravel()
+            for off, a in wparts:
+                weights[off:off + a.size] = a.ravel()
         # Arena: last use of each tensor, then first-fit allocation in program order.
         last = {id(self.inp): -1}
         for i, op in enumerate(self.ops):
@@ -190,12 +193,7 @@ class Plan:
 
         for i, op in enumerate(self.ops):
             op.fill(prog[i], loc, scratch_locs[i], op.out)
-        return Program(self, prog, weights, extra, arena_size, output.shape)
-
-
-def _flat(a, dt):
-    a = np.ascontiguousarray(a, dt).reshape(-1)
-    return a if a.flags.writeable else a.copy()  # Numba types read-only arrays differently
+        return Program(self, prog, weights, keep, arena_size, output.shape)
 
 
 def _first_fit(live, n):
@@ -211,16 +209,16 @@ def _first_fit(live, n):
 class Program:
     """A compiled plan: call it with the input array (and optionally ``out``)."""
 
-    def __init__(self, plan, prog, weights, extra, arena_size, out_shape):
+    def __init__(self, plan, prog, weights, keep, arena_size, out_shape):
         self.dtype, self.nthreads = plan.dtype, plan.nthreads
         self.in_shape, self.out_shape = plan.inp.shape, tuple(out_shape)
-        self.prog, self.weights, self.extra = prog, weights, extra
+        self.prog, self.weights, self._keep = prog, weights, keep  # keep: the constants used
         self.arena = np.empty(max(arena_size, 1), plan.dtype)
-        self._empty = np.zeros(1, plan.dtype)
+        self._lock = threading.Lock()  # one call at a time: the arena is shared
 
     @property
     def nbytes(self) -> int:
-        """Memory the program holds: intermediate tensors + scratch (arena) and weights."""
+        """Memory the program allocated: intermediate tensors + scratch (the arena)."""
         return self.arena.nbytes + (0 if self.weights is None else self.weights.nbytes)
 
     def __call__(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -228,11 +226,7 @@ class Program:
             raise ValueError(f"x: expected a C-contiguous {self.dtype} array of shape {self.in_shape}, "
                              f"got {x.dtype} {x.shape}")
         y = np.empty(self.out_shape, self.dtype) if out is None else out
-        xin = x.reshape(-1)
-        if not xin.flags.writeable:
-            xin = xin.copy()
-        consts = [self.weights] if self.weights is not None else list(self.extra)
-        bufs = (xin, y.reshape(-1), self.arena) + tuple(consts)
-        bufs += (self._empty,) * (NSLOTS - len(bufs))
-        _engine.execute(self.prog, bufs, self.nthreads)
+        bufs = (x.reshape(-1), y.reshape(-1), self.arena, self.weights)  # weights: None unless copied
+        with self._lock:
+            _engine.execute(self.prog, bufs, self.nthreads)
         return y

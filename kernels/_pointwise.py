@@ -42,10 +42,10 @@ from . import _checks
 from ._config import INLINE, LEAF
 from ._sync import next_item, view
 from ._program import OP_POINTWISE
-from ._lanes import LANES, add, fma, fma2, lane, load, load1, load2, relu6, store, store2
+from ._lanes import LANES
+from ._tiles import _RELU6, _RESIDUAL, block, half, rows
 
-# Epilogue flags (bit set): bias is always added first, then ReLU6, then the residual.
-_RELU6, _RESIDUAL = 1, 2
+# Epilogue flags (bit set, ``_tiles``): bias is always added first, then ReLU6, then the residual.
 
 # Cache budgets used to size work items (bytes); tuned on a Zen 3/4 core (32 KiB L1d,
 # 1 MiB L2). They only change speed, never results.
@@ -132,12 +132,12 @@ def pointwise(x: np.ndarray, packed: PackedPointwise, bias: np.ndarray, relu6: b
 
     plan = Plan(dt)
     t = plan_pointwise(plan, plan.input(x.shape), packed, bias, relu6, residual)
-    return plan.compile(t, copy_weights=False)(x, out=y)
+    return plan.compile(t)(x, out=y)
 
 
 def tile_rows(dtype) -> int:
-    """Pixels per pointwise register tile for ``dtype`` on this CPU (see module doc)."""
-    return 5 if np.dtype(dtype) == np.float32 else 3
+    """Pixels per pointwise register tile for ``dtype`` on this CPU (``_tiles.rows``)."""
+    return rows(dtype)
 
 
 def plan_pointwise(plan, x, packed, bias, relu6, residual=None):
@@ -190,15 +190,15 @@ def tiles(x, panels, bias, res, y, pa, pb, q0, q1, mode):
     """Pixels pa..pb-1 x panels q0..q1-1 with the tiles for x's dtype (float32: 5-pixel tiles,
     float64: 3). Plain Python under NUMBA_DISABLE_JIT; compiled code resolves the choice at
     typing time (overload below), so only one tile family is compiled per dtype."""
-    (_panels5 if x.dtype == np.float32 else _panels3)(x, panels, bias, res, y, pa, pb, q0, q1, mode)
+    (_panels_f32 if x.dtype == np.float32 else _panels_f64)(x, panels, bias, res, y, pa, pb, q0, q1, mode)
 
 
 @overload(tiles, jit_options={k: v for k, v in INLINE.items() if k != "inline"}, inline="always")
 def _tiles_overload(x, panels, bias, res, y, pa, pb, q0, q1, mode):
     if x.dtype == types.float32:
-        return lambda x, panels, bias, res, y, pa, pb, q0, q1, mode: _panels5(
+        return lambda x, panels, bias, res, y, pa, pb, q0, q1, mode: _panels_f32(
             x, panels, bias, res, y, pa, pb, q0, q1, mode)
-    return lambda x, panels, bias, res, y, pa, pb, q0, q1, mode: _panels3(
+    return lambda x, panels, bias, res, y, pa, pb, q0, q1, mode: _panels_f64(
         x, panels, bias, res, y, pa, pb, q0, q1, mode)
 
 
@@ -214,16 +214,6 @@ def _bias_lanes(bias: np.ndarray, packed: PackedPointwise) -> np.ndarray:
     return b
 
 
-_EMPTY = {}
-
-
-def _empty2(dt):
-    """A (0, 0) placeholder for 'no residual' (keeps one kernel signature per dtype)."""
-    if dt not in _EMPTY:
-        _EMPTY[dt] = np.empty((0, 0), dt)
-    return _EMPTY[dt]
-
-
 def _blocking(P: int, K: int, npanel: int, mr: int, itemsize: int) -> tuple:
     """Tiles per pixel block and panels per group (speed only; never affects results)."""
     panel_bytes = K * LANES * itemsize
@@ -235,211 +225,26 @@ def _blocking(P: int, K: int, npanel: int, mr: int, itemsize: int) -> tuple:
     return tb, g
 
 
-# Compile-time note: Numba-IR inlining (``inline='always'``) deep-copies the callee's IR at
-# every call site; inlining whole tiles into the parallel kernel took ~60 s to compile. So
-# the tile loop (``_block*``) is an ordinary compiled function called once per
-# (block, panel), and only the 16-lane arithmetic is inlined into it. The full-panel
-# epilogue must be inlined too: passing the accumulator tuples *only* to a non-inlined
-# function made LLVM scalarise them inside the k loop (measured 3-6 GFLOP/s). Rare paths
-# (last partial panel) may call one, since the hot path keeps the tuples in vector form.
-@njit(**LEAF)
-def _tail(y, res, p0, pb, c0, nc, mode, a0, a1, a2, a3, a4):
-    """Epilogue + store of the first ``nc < 16`` lanes of the valid rows p0.. of a tile
-    (last panel only)."""
-    for i in range(min(5, pb - p0)):
-        a = a0 if i == 0 else a1 if i == 1 else a2 if i == 2 else a3 if i == 3 else a4
-        for j in range(nc):
-            v = lane(a, j)
-            if mode & _RELU6:
-                v = min(max(v, y.dtype.type(0.0)), y.dtype.type(6.0))
-            if mode & _RESIDUAL:
-                v += res[p0 + i, c0 + j]
-            y[p0 + i, c0 + j] = v
-
-
-# The epilogue of a full panel is written out in straight-line blocks on purpose: an
-# inlined helper taking arrays and containing branches leaves NRT_incref/decref calls
-# behind, and any call clobbers every vector register, spilling all accumulators
-# (measured: 37 -> ~55 GFLOP/s on thin layers once removed).
-@njit(**LEAF)
-def _block5(x, w, bias, res, y, pa, pb, c0, nc, mode):
-    """Pixels pa..pb-1 in tiles of 5 x one 16-channel panel ``w`` (K, 16) -> y[:, c0:c0+nc].
-
-    float32 on AVX2: 10 accumulator ymm + 2 weight rows + 1 broadcast."""
-    K = x.shape[1]
-    zero = x.dtype.type(0.0)
-    six = x.dtype.type(6.0)
-    # max(., 0) tells LLVM the indices are non-negative, so Numba's negative-index
-    # wraparound code disappears and the 16 lanes are provably consecutive (vectorisable).
-    c0 = max(c0, 0)
-    last = max(pb - 1, 0)
-    b = load1(bias, c0)
-    for p0 in range(max(pa, 0), pb, 5):
-        # Rows past the end are clamped to the last pixel: same code path, not stored.
-        r0 = min(p0, last)
-        r1 = min(p0 + 1, last)
-        r2 = min(p0 + 2, last)
-        r3 = min(p0 + 3, last)
-        r4 = min(p0 + 4, last)
-        a0 = b
-        a1 = b
-        a2 = b
-        a3 = b
-        a4 = b
-        for k in range(K):
-            a0 = fma(a0, x[r0, k], w, k, 0)
-            a1 = fma(a1, x[r1, k], w, k, 0)
-            a2 = fma(a2, x[r2, k], w, k, 0)
-            a3 = fma(a3, x[r3, k], w, k, 0)
-            a4 = fma(a4, x[r4, k], w, k, 0)
-        if nc == LANES:
-            if mode & _RELU6:
-                a0 = relu6(a0, zero, six)
-                a1 = relu6(a1, zero, six)
-                a2 = relu6(a2, zero, six)
-                a3 = relu6(a3, zero, six)
-                a4 = relu6(a4, zero, six)
-            if mode & _RESIDUAL:  # all loads before any store: out may alias res
-                a0 = add(a0, load(res, r0, c0))
-                a1 = add(a1, load(res, r1, c0))
-                a2 = add(a2, load(res, r2, c0))
-                a3 = add(a3, load(res, r3, c0))
-                a4 = add(a4, load(res, r4, c0))
-            store(y, r0, c0, a0)
-            if p0 + 1 < pb:
-                store(y, r1, c0, a1)
-            if p0 + 2 < pb:
-                store(y, r2, c0, a2)
-            if p0 + 3 < pb:
-                store(y, r3, c0, a3)
-            if p0 + 4 < pb:
-                store(y, r4, c0, a4)
-        else:
-            _tail(y, res, p0, pb, c0, nc, mode, a0, a1, a2, a3, a4)
-
-
-@njit(**LEAF)
-def _block5h(x, w, bias, res, y, pa, pb, c0, nc, mode):
-    """A last panel of ``nc <= 8`` channels: tiles of 10 pixels x 8 channels, each 16-lane
-    tuple holding 2 pixels (``pack_pointwise`` stored the 8 weight lanes twice), so the
-    same 10 accumulator registers do useful work instead of half of them."""
-    K = x.shape[1]
-    zero = x.dtype.type(0.0)
-    six = x.dtype.type(6.0)
-    c0 = max(c0, 0)
-    last = max(pb - 1, 0)
-    b = load1(bias, c0)
-    for p0 in range(max(pa, 0), pb, 10):
-        r0 = min(p0, last)
-        r1 = min(p0 + 1, last)
-        r2 = min(p0 + 2, last)
-        r3 = min(p0 + 3, last)
-        r4 = min(p0 + 4, last)
-        r5 = min(p0 + 5, last)
-        r6 = min(p0 + 6, last)
-        r7 = min(p0 + 7, last)
-        r8 = min(p0 + 8, last)
-        r9 = min(p0 + 9, last)
-        a0 = b
-        a1 = b
-        a2 = b
-        a3 = b
-        a4 = b
-        for k in range(K):
-            a0 = fma2(a0, x[r0, k], x[r1, k], w, k, 0)
-            a1 = fma2(a1, x[r2, k], x[r3, k], w, k, 0)
-            a2 = fma2(a2, x[r4, k], x[r5, k], w, k, 0)
-            a3 = fma2(a3, x[r6, k], x[r7, k], w, k, 0)
-            a4 = fma2(a4, x[r8, k], x[r9, k], w, k, 0)
-        if mode & _RELU6:
-            a0 = relu6(a0, zero, six)
-            a1 = relu6(a1, zero, six)
-            a2 = relu6(a2, zero, six)
-            a3 = relu6(a3, zero, six)
-            a4 = relu6(a4, zero, six)
-        if nc == LANES // 2 and p0 + 10 <= pb:
-            if mode & _RESIDUAL:
-                a0 = add(a0, load2(res, r0, r1, c0))
-                a1 = add(a1, load2(res, r2, r3, c0))
-                a2 = add(a2, load2(res, r4, r5, c0))
-                a3 = add(a3, load2(res, r6, r7, c0))
-                a4 = add(a4, load2(res, r8, r9, c0))
-            store2(y, r0, r1, c0, a0)
-            store2(y, r2, r3, c0, a1)
-            store2(y, r4, r5, c0, a2)
-            store2(y, r6, r7, c0, a3)
-            store2(y, r8, r9, c0, a4)
-        else:  # fewer than 8 channels or a partial tile: lane by lane, in bounds
-            _store_pairs(y, res, p0, pb, c0, nc, mode, a0, a1, a2, a3, a4)
-
-
-@njit(**LEAF)
-def _store_pairs(y, res, p0, pb, c0, nc, mode, a0, a1, a2, a3, a4):
-    """Residual add + store of the valid pixels/channels of a :func:`_block5h` tile."""
-    for i in range(min(10, pb - p0)):
-        a = a0 if i < 2 else a1 if i < 4 else a2 if i < 6 else a3 if i < 8 else a4
-        half = (i % 2) * (LANES // 2)
-        for j in range(nc):
-            v = lane(a, half + j)
-            if mode & _RESIDUAL:
-                v += res[p0 + i, c0 + j]
-            y[p0 + i, c0 + j] = v
-
-
-@njit(**LEAF)
-def _block3(x, w, bias, res, y, pa, pb, c0, nc, mode):
-    """:func:`_block5` with 3-pixel tiles (float64 on AVX2: 12 accumulator ymm)."""
-    K = x.shape[1]
-    zero = x.dtype.type(0.0)
-    six = x.dtype.type(6.0)
-    c0 = max(c0, 0)
-    last = max(pb - 1, 0)
-    b = load1(bias, c0)
-    for p0 in range(max(pa, 0), pb, 3):
-        r0 = min(p0, last)
-        r1 = min(p0 + 1, last)
-        r2 = min(p0 + 2, last)
-        a0 = b
-        a1 = b
-        a2 = b
-        for k in range(K):
-            a0 = fma(a0, x[r0, k], w, k, 0)
-            a1 = fma(a1, x[r1, k], w, k, 0)
-            a2 = fma(a2, x[r2, k], w, k, 0)
-        if nc == LANES:
-            if mode & _RELU6:
-                a0 = relu6(a0, zero, six)
-                a1 = relu6(a1, zero, six)
-                a2 = relu6(a2, zero, six)
-            if mode & _RESIDUAL:
-                a0 = add(a0, load(res, r0, c0))
-                a1 = add(a1, load(res, r1, c0))
-                a2 = add(a2, load(res, r2, c0))
-            store(y, r0, c0, a0)
-            if p0 + 1 < pb:
-                store(y, r1, c0, a1)
-            if p0 + 2 < pb:
-                store(y, r2, c0, a2)
-        else:  # min(3, pb - p0) rows are valid; the 4th/5th arguments are never read
-            _tail(y, res, p0, min(pb, p0 + 3), c0, nc, mode, a0, a1, a2, a2, a2)
+# The register tiles (``_tiles.py``): M pixel rows x 16 channels, M chosen for this CPU.
+TILE_F32, HALF_F32, TILE_F64 = block(rows(np.float32)), half(rows(np.float32)), block(rows(np.float64))
 
 
 @njit(**INLINE)
-def _panels5(x, panels, bias, res, y, pa, pb, q0, q1, mode):
+def _panels_f32(x, panels, bias, res, y, pa, pb, q0, q1, mode):
     """Pixels pa..pb-1 x panels q0..q1-1 with the float32 tiles (a last panel of at most 8
-    channels takes :func:`_block5h`). Also called by the banded block kernel."""
+    channels takes the half-panel tile). Also used by the banded block kernel."""
     C = y.shape[1]
     for q in range(q0, q1):
         nc = min(LANES, C - q * LANES)
         if nc <= LANES // 2:
-            _block5h(x, panels[q], bias, res, y, pa, pb, q * LANES, nc, mode)
+            HALF_F32(x, panels[q], bias, res, y, pa, pb, q * LANES, nc, mode)
         else:
-            _block5(x, panels[q], bias, res, y, pa, pb, q * LANES, nc, mode)
+            TILE_F32(x, panels[q], bias, res, y, pa, pb, q * LANES, nc, mode)
 
 
 @njit(**INLINE)
-def _panels3(x, panels, bias, res, y, pa, pb, q0, q1, mode):
-    """:func:`_panels5` with the float64 tiles."""
+def _panels_f64(x, panels, bias, res, y, pa, pb, q0, q1, mode):
+    """:func:`_panels_f32` with the float64 tile (the half panel is padded, not paired)."""
     C = y.shape[1]
     for q in range(q0, q1):
-        _block3(x, panels[q], bias, res, y, pa, pb, q * LANES, min(LANES, C - q * LANES), mode)
+        TILE_F64(x, panels[q], bias, res, y, pa, pb, q * LANES, min(LANES, C - q * LANES), mode)

@@ -4,6 +4,6 @@
 listed by each kind's executor (``exec_*`` in its kernel module). Array operands are
 (slot, offset) pairs into the engine's ``NSLOTS`` flat buffers (see ``_plan.py``).
 """
-NSLOTS = 10
+NSLOTS = 4  # input, output, arena, weights (see _plan.py)
 NF = 48
 OP_POINTWISE, OP_DEPTHWISE, OP_CONV3X3, OP_DENSE, OP_POOL, OP_BLOCK = 1, 2, 3, 4, 5, 6

@@ -20,7 +20,7 @@ from ._config import INLINE
 # sync layout (int64): barrier counter and generation on their own cache lines, an abort flag,
 # then one work-item counter per program row.
 _COUNT, _GEN, _ABORT, _ITEMS = 0, 8, 16, 24
-_SPINS = 2000
+_SPINS = 500
 
 
 # --- atomics (compiled) and their Python twins (NUMBA_DISABLE_JIT: one thread) ----------------
@@ -159,6 +159,6 @@ def _i_ptr(typingctx, addrs, slot, off, proto):
     return ptrty(addrs, slot, off, proto), codegen
 
 
-@overload(view, jit_options=_OPTS, inline="always")
+@overload(view, jit_options=_OPTS)
 def _view_overload(bufs, slot, off, shape):
     return lambda bufs, slot, off, shape: carray(_i_ptr(bufs[0], slot, off, bufs[1]), shape)

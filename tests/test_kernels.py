@@ -394,6 +394,36 @@ def test_results_independent_of_thread_count():
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("banded", [True, False])
+def test_model_plan_equals_the_layer_by_layer_pass_bitwise(banded):
+    """The whole forward pass as one engine program (plan traced from forward.py, tensors
+    sharing one arena) gives exactly the bits of forward.py calling the checked kernels one by
+    one, for 1 and 2 threads (a wrong arena overlap or work split would change them)."""
+    import numba
+
+    import mnv2ref
+    from mnv2ref import forward, numba_ops
+
+    size = 32 if NOJIT else 128  # 128: block_1 and block_2 are banded (wide tensor > 1 MiB)
+    m = mnv2ref.MobileNetV2(input_shape=(size, size, 3), alpha=0.35, weights=None, banded=banded)
+    x = np.random.default_rng(13).uniform(-1, 1, (2, size, size, 3)).astype(np.float32)
+    loop = forward.forward(x, ops=numba_ops, tap=None, **m._forward_kwargs())
+    before = K.get_num_threads()
+    try:
+        outs = []
+        for n in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
+            K.set_num_threads(n)
+            outs.append(m(x))
+    finally:
+        K.set_num_threads(before)
+    for y in outs:
+        np.testing.assert_array_equal(y, loop)
+    plan = m.compile(batch_size=2)
+    from mnv2ref.kernels._program import OP_BLOCK
+    assert (plan.program.prog[:, 0] == OP_BLOCK).any() == (banded and not NOJIT)
+    assert plan.program.arena.nbytes < 4 * sum(np.prod(l.shape) for l in m.layers()) * 2  # tensors share memory
+
+
 def test_set_num_threads_rejects_bad_values():
     for bad in (0, -1, 1.5, True, 10**6):
         with pytest.raises(ValueError, match="n:"):
@@ -482,45 +512,71 @@ def test_import_compiles_nothing_and_keeps_numba_config():
 _FMA = r"^\s*vfn?m(?:add|sub)(?:132|213|231)(p|s)[sd]\s+(.*)$"
 
 _FMA_PROBE = """
-    import re, numba, numpy as np
-    import mnv2ref.kernels as K
-    from mnv2ref.kernels import _pointwise as P
+    import re, sys, numba, numpy as np
+    from mnv2ref.kernels import _config, _pointwise as P
     before = numba.config.SLP_VECTORIZE
-    K.pointwise(np.ones((7, 9), np.float32), K.pack_pointwise(np.ones((9, 16), np.float32)),
-                np.zeros(16, np.float32), True)
+    f = np.float32
+    # The float32 tile exactly as the engine calls it (compiled only: the target may not be
+    # this machine's CPU).
+    args = (np.ones((7, 9), f), np.ones((9, 16), f), np.zeros(16, f), np.zeros((0, 0), f),
+            np.zeros((7, 16), f), 0, 7, 0, 16, 1)
+    _config.ensure_compiled(P.TILE_F32, args)
     assert numba.config.SLP_VECTORIZE == before
-    asm = P._block5.inspect_asm(P._block5.signatures[0])
+    if sys.argv[-1] == "run":  # and end to end through the engine, on this machine
+        import mnv2ref.kernels as K
+        y = K.pointwise(np.ones((7, 9), f), K.pack_pointwise(np.ones((9, 16), f)), np.zeros(16, f), True)
+        assert (y == 6).all()
+    asm = P.TILE_F32.inspect_asm(P.TILE_F32.signatures[0])
     fmas = re.findall(%r, asm, re.M)
-    print(sum(k == "p" for k, _ in fmas), sum(k == "s" for k, _ in fmas),
+    print(P.TILE_F32.py_func.__name__, sum(k == "p" for k, _ in fmas), sum(k == "s" for k, _ in fmas),
           sum("zmm" in ops for k, ops in fmas if k == "p"), int("zmm" in asm))
 """ % _FMA
 
+# An AVX-512 target that any x86 LLVM can compile for (nothing is run).
+_AVX512 = dict(NUMBA_CPU_NAME="skylake-avx512",
+               NUMBA_CPU_FEATURES="+avx512f,+avx512dq,+avx512bw,+avx512vl,+avx512cd,+avx2,+avx,+fma,+f16c,"
+                                  "+bmi,+bmi2,+lzcnt,+popcnt,+movbe,+sse4.2,+sse4.1,+ssse3,+sse3,+sse2,+sse,"
+                                  "+cx16,+64bit")
 
-def _fma_counts(tmp_path, **env):
-    """(packed FMAs, scalar FMAs, packed FMAs on zmm, any zmm at all) in the float32 pointwise
-    tile, compiled in a fresh process with an empty cache and Numba's default SLP setting off."""
-    out = _run(_FMA_PROBE, NUMBA_CACHE_DIR=str(tmp_path), NUMBA_SLP_VECTORIZE="0", **env)
-    return tuple(map(int, out.split()))
+
+def _fma_counts(tmp_path, *argv, **env):
+    """(tile name, packed FMAs, scalar FMAs, packed FMAs on zmm, any zmm at all) of the float32
+    pointwise tile, compiled in a fresh process with an empty cache and Numba's SLP setting off."""
+    full_env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), NUMBA_SLP_VECTORIZE="0", **env)
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(_FMA_PROBE), *argv], capture_output=True,
+                         text=True, env=full_env, timeout=600)
+    assert out.returncode == 0, out.stderr
+    name, *counts = out.stdout.split()
+    return (name, *map(int, counts))
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(NOJIT, reason="inspects generated machine code")
 def test_cold_compile_uses_packed_fma(tmp_path):
-    """Fresh process, empty cache, on this machine's CPU: the pointwise hot loop is packed FMAs
+    """Fresh process, empty cache, this machine's CPU: the pointwise hot loop is packed FMAs
     (any operand form, ymm or zmm), never scalar ones, and the global setting is restored."""
-    packed, scalar, _, _ = _fma_counts(tmp_path)
-    assert packed >= 5 and scalar == 0, (packed, scalar)
+    name, packed, scalar, _, _ = _fma_counts(tmp_path, "run")
+    assert packed >= 5 and scalar == 0, (name, packed, scalar)
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(NOJIT, reason="inspects generated machine code")
-def test_cold_compile_uses_packed_fma_on_avx2(tmp_path):
-    """The same for an AVX2 target (Haswell: 16 ymm registers, no AVX-512), whatever the host:
-    the code path an AVX2 machine runs is covered on an AVX-512 one too."""
-    packed, scalar, zmm_fmas, any_zmm = _fma_counts(tmp_path, NUMBA_CPU_NAME="haswell",
-                                                     NUMBA_CPU_FEATURES="")
-    assert packed >= 5 and scalar == 0 and zmm_fmas == 0 and not any_zmm, \
-        (packed, scalar, zmm_fmas, any_zmm)
+def test_avx2_target_gets_the_ymm_tile(tmp_path):
+    """An AVX2 target (Haswell: 16 ymm registers), whatever the host: 5-pixel tiles whose 5 x 2
+    ymm accumulators are packed FMAs, no zmm register anywhere, no scalar FMA."""
+    name, packed, scalar, zmm_fmas, any_zmm = _fma_counts(tmp_path, NUMBA_CPU_NAME="haswell",
+                                                          NUMBA_CPU_FEATURES="")
+    assert name == "block5" and packed >= 10 and scalar == 0 and zmm_fmas == 0 and not any_zmm, \
+        (name, packed, scalar, zmm_fmas, any_zmm)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(NOJIT, reason="inspects generated machine code")
+def test_avx512_target_gets_the_zmm_tile(tmp_path):
+    """An AVX-512 target (32 zmm registers), whatever the host: 12-pixel tiles, i.e. 12 zmm
+    accumulators of packed FMAs (at least the 8 that two FMA units of latency 4 need)."""
+    name, packed, scalar, zmm_fmas, _ = _fma_counts(tmp_path, **_AVX512)
+    assert name == "block12" and zmm_fmas >= 12 and scalar == 0, (name, packed, scalar, zmm_fmas)
 
 
 @pytest.mark.slow
