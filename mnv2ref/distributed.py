@@ -464,6 +464,7 @@ def predict(inputs, output, *, client=None, weights="imagenet", alpha=None, size
             summary["errors"] += _count_errors(parts[i])
     summary["classified"] = summary["files"] - summary["errors"] - sum(f["rows"] for f in summary["failed"])
     summary["seconds"] = round(time.perf_counter() - t0, 3)
+    summary["chunk_seconds"] = round(summary["chunk_seconds"], 3)
     summary["images_per_s"] = round(computed_files / summary["seconds"], 2) if summary["seconds"] else 0.0
     if os.path.isdir(output):
         _remove_temporaries(output)
