@@ -16,7 +16,7 @@ arithmetic and accumulation happen in that dtype):
   the wide middle tensors never exist in full (MobileNetV2 paper, section 5.1).
 * ``global_avg_pool(x)``, ``global_max_pool(x)``: (N,H,W,C) -> (N,C).
 * ``dense(x, w, bias)``: (N,Cin) @ (Cin,Cout) + (Cout,) -> (N,Cout) (Numba, not BLAS:
-  see ``_head.py`` on OpenBLAS threads competing with Numba's pool).
+  see ``_head.py`` on OpenBLAS threads competing with the kernels' threads).
 
 ``stride`` is 1 or 2; ``pads = ((top, bottom), (left, right))`` explicit zero padding;
 ``Ho = (H + top + bottom - 3) // stride + 1``. Bad arguments raise ``ValueError`` naming

@@ -4,7 +4,7 @@ At MobileNetV2 1.0_224 batch 1 these are 7x7x1280 -> 1280 and 1280 x 1000 (1.3 M
 multiply-adds, ~0.4% of the network). The pools are single-threaded NumPy reductions.
 ``dense`` is a Numba kernel rather than ``x @ w`` on purpose: a multi-threaded OpenBLAS
 call leaves its worker threads spinning (up to ~0.1 s, ``OPENBLAS_THREAD_TIMEOUT``) and
-on a 2-core machine they then steal the cores from Numba's pool for the next kernels
+on a 2-core machine they then steal the cores from the kernels' threads for the next kernels
 (measured: pointwise layers 10-50x slower right after a BLAS call).
 """
 from __future__ import annotations

@@ -9,22 +9,20 @@ Layout and blocking (why it is fast)
 * ``pack_pointwise`` rearranges ``w`` (Cin, Cout) once into ``panels`` (npanel, Cin, 16):
   output channels in panels of 16, zero-padded past Cout, so the inner loop reads one
   panel row ``panels[p, k, :]`` (64 B for float32) sequentially.
-* Micro-kernel: a tile of ``MR`` pixels x 16 channels, partial sums held in ``MR``
-  16-lane tuples (``_lanes.py``). Per k: load one panel row, broadcast one input value
-  per pixel, ``MR`` 16-lane FMAs. On AVX2 (16 ymm registers; what this VM exposes)
-  measured single-thread: float32 ``MR = 5`` (10 accumulator ymm) 55-94 GFLOP/s beat
-  MR = 3/4/6/7/8 (6 and up spill: the scheduler hoists the broadcasts); float64
-  ``MR = 3`` (a 16-lane float64 tuple is 4 ymm, so 12 accumulators) beat 2 and 4.
-  (On an AVX-512 host a 16-lane float32 tuple is one zmm, so MR = 5 leaves registers
-  unused; a larger tile would likely be faster there. Not measured: this VM hides AVX-512.)
+* Micro-kernel (``_tiles.py``): a tile of ``M`` pixels x 16 channels, partial sums held in
+  ``M`` 16-lane vectors (``_lanes.py``). Per k: load one panel row, broadcast one input
+  value per pixel (folded into the FMA as a memory-broadcast operand on AVX-512), ``M``
+  vector FMAs. ``M`` is chosen for the CPU: float32 12 on AVX-512 (12 zmm accumulators;
+  5 left the two FMA units idle part of the time), 5 on AVX2 (10 ymm; measured earlier on an
+  AVX2 VM, 55-94 GFLOP/s single thread, beat 3/4/6/7/8, which spill); float64 6 / 3.
 * The epilogue is applied to the accumulators and each row segment is stored once.
 * Tails: pixel rows of the last tile are clamped to the last pixel (valid memory, same
   code path) and simply not stored. A last panel of 9-15 channels is computed on zero
   padding lanes that are not stored. A last panel of at most 8 channels (Cout = 24 in
-  MobileNetV2) is stored twice in the panel, and ``_block5h`` puts 2 pixels x 8 channels
-  in each tuple (10 pixels per tile), so no FMA is wasted (float32; float64 pads).
-* Parallel work items are (block of pixel tiles) x (group of panels); an item loops over
-  its panels, and for each panel over its tiles. Groups keep a slice of the weights hot in
+  MobileNetV2) is stored twice in the panel, and the half-panel tile puts 2 pixels x 8
+  channels in each vector (2M pixels per tile), so no FMA is wasted (float32; float64 pads).
+* Work items (handed out by the engine, ``_engine.py``) are (block of pixel tiles) x
+  (group of panels); an item loops over its panels, and for each panel over its tiles. Groups keep a slice of the weights hot in
   L2 when Cin*Cout is large; blocks keep ``x`` rows hot in L1 and give both cores work even
   for 7x7 maps. Each item writes only its own output rectangle, and every output element
   is computed by the same instruction sequence whatever the blocking, so results are
