@@ -136,7 +136,8 @@ def plan_block(plan, x, expand, expand_bias, depthwise, depthwise_bias, stride, 
                     band, chunks, ss, seo, se_size, sdo, sd_size)
 
     return plan.add(fill, [x], (N, Ho, Wo, project.cout),
-                    [pe, be, wd, depthwise_bias, project.panels, bpl], (se_size, sd_size))
+                    [pe, be, wd, depthwise_bias, project.panels, bpl], (se_size, sd_size),
+                    work=N * (H * W * cin * ce * (expand is not None) + Ho * Wo * ce * (9 + project.cout)))
 
 
 @njit(**INLINE)

@@ -81,7 +81,7 @@ def plan_conv3x3(plan, x, w, bias, stride, pads, relu6=True):
         row[:24] = (OP_CONV3X3, N * Ho * ngroups, *loc(x), N, H, W, cin, *loc(panels), Q, *loc(b),
                     *loc(out), Ho, Wo, cout, s, top, left, bool(relu6), g, ngroups)
 
-    return plan.add(fill, [x], (N, Ho, Wo, cout), [panels, b])
+    return plan.add(fill, [x], (N, Ho, Wo, cout), [panels, b], work=N * Ho * Wo * 9 * cin * cout)
 
 
 @njit(**INLINE)

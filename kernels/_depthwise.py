@@ -79,7 +79,7 @@ def plan_depthwise3x3(plan, x, w, bias, stride, pads, relu6=True):
         row[:24] = (OP_DEPTHWISE, N * Ho * ngroups, *loc(x), N, H, W, C, *loc(w9), *loc(bias), *loc(out),
                     Ho, Wo, s, top, left, lo, hi, bool(relu6), g, ngroups)
 
-    return plan.add(fill, [x], (N, Ho, Wo, C), [w9, bias])
+    return plan.add(fill, [x], (N, Ho, Wo, C), [w9, bias], work=N * Ho * Wo * C * 9)
 
 
 @njit(**INLINE)

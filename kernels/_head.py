@@ -73,7 +73,7 @@ def plan_dense(plan, x, w, bias):
     def fill(row, loc, scratch, out):
         row[:13] = (OP_DENSE, -(-C // _GROUP), *loc(x), N, K, *loc(w), C, *loc(bias), *loc(out))
 
-    return plan.add(fill, [x], (N, C), [w, bias])
+    return plan.add(fill, [x], (N, C), [w, bias], work=N * K * C)
 
 
 def plan_pool(plan, x, is_max):

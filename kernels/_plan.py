@@ -56,11 +56,11 @@ class Tensor:
 
 
 class _Op:
-    __slots__ = ("fill", "inputs", "out", "consts", "scratch", "nitems")
+    __slots__ = ("fill", "inputs", "out", "consts", "scratch", "work")
 
-    def __init__(self, fill, inputs, out, consts, scratch_per_thread):
+    def __init__(self, fill, inputs, out, consts, scratch_per_thread, work):
         self.fill, self.inputs, self.out, self.consts = fill, inputs, out, consts
-        self.scratch = scratch_per_thread
+        self.scratch, self.work = scratch_per_thread, work
 
 
 class Plan:
@@ -82,16 +82,16 @@ class Plan:
     def tensor(self, shape) -> Tensor:
         return Tensor(self, shape, self.dtype)
 
-    def add(self, fill, inputs, out_shape, consts=(), scratch_per_thread=(0, 0)) -> Tensor:
+    def add(self, fill, inputs, out_shape, consts=(), scratch_per_thread=(0, 0), work=0) -> Tensor:
         """Record one operation. ``fill(row, loc, scratch)`` writes its program row: ``loc(t)``
         gives the (slot, offset) of a Tensor or of one of ``consts`` (arrays); ``scratch`` the
         (slot, offset) of this op's per-thread scratch (``scratch_per_thread`` elements x
-        nthreads, for each of the two scratch areas)."""
+        nthreads, for each of the two scratch areas); ``work``: its multiply-adds."""
         for t in inputs:
             if isinstance(t, Tensor) and t.plan is not self:
                 raise ValueError("tensor of another plan")
         out = Tensor(self, out_shape, self.dtype)
-        self.ops.append(_Op(fill, tuple(inputs), out, tuple(consts), tuple(scratch_per_thread)))
+        self.ops.append(_Op(fill, tuple(inputs), out, tuple(consts), tuple(scratch_per_thread), int(work)))
         return out
 
     # the operations (same arguments as the public kernels; see their docstrings)
@@ -126,8 +126,12 @@ class Plan:
         return plan_dense(self, x, w, bias)
 
     # -- compiling ---------------------------------------------------------------------------
-    def compile(self, output: Tensor) -> "Program":
+    def compile(self, output: Tensor, serial_below: int = 0) -> "Program":
         """Lay out memory and write the program that computes ``output`` from the input.
+
+        ``serial_below``: run on one thread if the whole program has fewer multiply-adds
+        (a small network's layers are too short to pay for a barrier per layer; results are
+        the same either way).
 
         Constant arrays (weights) are not copied: compiled code addresses them where they
         are (slot ``SLOT_ABS``, whose base address is 0, so an operand's offset is the array's
@@ -193,7 +197,10 @@ class Plan:
 
         for i, op in enumerate(self.ops):
             op.fill(prog[i], loc, scratch_locs[i], op.out)
-        return Program(self, prog, weights, keep, arena_size, output.shape)
+        program = Program(self, prog, weights, keep, arena_size, output.shape)
+        if sum(op.work for op in self.ops) < serial_below:
+            program.nthreads = 1
+        return program
 
 
 def _first_fit(live, n):

@@ -158,7 +158,7 @@ def plan_pointwise(plan, x, packed, bias, relu6, residual=None):
         row[:21] = (OP_POINTWISE, nblocks * ngroups, *loc(x), P, packed.cin, *loc(packed.panels), Q,
                     *loc(bl), rs, ro, residual is not None, *loc(out), packed.cout, mode, bp, g, ngroups)
 
-    return plan.add(fill, inputs, x.shape[:-1] + (packed.cout,), consts)
+    return plan.add(fill, inputs, x.shape[:-1] + (packed.cout,), consts, work=P * packed.cin * packed.cout)
 
 
 @njit(**INLINE)
