@@ -7,7 +7,7 @@ The accumulator of a quantized convolution is ``acc[c] = sum_k a_k * b_k`` with 
 ``max|a| * sum_k |b_k|``. When that bound is below ``2^24`` for every output channel, float32
 represents every partial sum exactly, and a float32 multiply-add (fused or not) of such integers
 is exact: no rounding ever happens. So the project's register-blocked float32 kernels
-(``mnv2ref.kernels``: the pointwise tiles ``_panels5`` and ``conv3x3``) compute the exact integer
+(``mnv2ref.kernels``: the pointwise tiles ``_panels_f32`` and ``conv3x3``) compute the exact integer
 accumulator from the centred input ``float32(x - zp_in)`` (zero padding == a skipped tap) and the
 centred weights. ``max|a|`` is taken over the input dtype's whole range, so the guarantee holds for
 every input. A 1x1 layer whose bound reaches ``2^24`` is split along K into chunks that each stay
@@ -43,7 +43,7 @@ def call(kernel, *args):
     """Compile (or load) ``kernel`` for these argument types through the kernels' one compile guard, then run it."""
     ensure_compiled(kernel, args)
     return kernel(*args)
-from mnv2ref.kernels._pointwise import _panels5
+from mnv2ref.kernels._pointwise import _panels_f32
 
 from . import ops_ref
 
@@ -175,7 +175,7 @@ def _pointwise_ref(x, off, panels, zbias, res0, bp, bias, mult, left, right, mas
         xs = np.empty((n, k), np.float32)
         acc = np.empty((n, c), np.float32)
         _centre_rows(x, pa, n, off, xs)
-        _panels5(xs, panels, zbias, res0, acc, 0, n, 0, panels.shape[0], 0)
+        _panels_f32(xs, panels, zbias, res0, acc, 0, n, 0, panels.shape[0], 0)
         _epilogue_ref(acc, pa, bias, mult, left, right, mask, zp_out, amin, amax, y, yc, want_yc)
 
 
@@ -190,7 +190,7 @@ def _pointwise_fp32(x, off, panels, zbias, res0, bp, bias, scale, zp_out, amin, 
         xs = np.empty((n, k), np.float32)
         acc = np.empty((n, c), np.float32)
         _centre_rows(x, pa, n, off, xs)
-        _panels5(xs, panels, zbias, res0, acc, 0, n, 0, panels.shape[0], 0)
+        _panels_f32(xs, panels, zbias, res0, acc, 0, n, 0, panels.shape[0], 0)
         _epilogue_fp32(acc, pa, bias, scale, zp_out, amin, amax, y, yc, want_yc)
 
 
