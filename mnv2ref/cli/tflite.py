@@ -37,6 +37,7 @@ from collections import Counter, OrderedDict
 
 import numpy as np
 
+from ..progress import Progress
 from . import common
 
 PIXELS = ("auto", "raw", "keras")
@@ -191,7 +192,7 @@ def run_predict(args) -> int:
         new, stream = True, sys.stdout
     writer = P.Writer(fmt, stream, header=new)
     show = args.progress if args.progress is not None else (sys.stderr.isatty() and len(todo) > args.batch_size)
-    progress = P.Progress(len(todo), show)
+    progress = Progress(len(todo), unit="images", enabled=show)
     k = min(args.top, classes)
     n_ok = n_bad = 0
     try:
