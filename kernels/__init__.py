@@ -15,7 +15,8 @@ arithmetic and accumulation happen in that dtype):
   (1x1 + ReLU6 -> depthwise 3x3 + ReLU6 -> 1x1 [+ x]), computed a band of rows at a time so
   the wide middle tensors never exist in full (MobileNetV2 paper, section 5.1).
 * ``global_avg_pool(x)``, ``global_max_pool(x)``: (N,H,W,C) -> (N,C).
-* ``dense(x, w, bias)``: (N,Cin) @ (Cin,Cout) + (Cout,) -> (N,Cout) (Numba, not BLAS:
+* ``dense(x, w, bias)``: (N,Cin) @ (Cin,Cout) + (Cout,) -> (N,Cout), ``w`` as an array or
+  packed (``pack_pointwise``); large batches run on the pointwise tiles (Numba, not BLAS:
   see ``_head.py`` on OpenBLAS threads competing with the kernels' threads).
 
 ``stride`` is 1 or 2; ``pads = ((top, bottom), (left, right))`` explicit zero padding;

@@ -141,7 +141,8 @@ SERIAL_BELOW_MACS = 32_000_000
 
 
 def pack(params: dict) -> dict:
-    """Forward-pass parameters with every 1x1 weight matrix packed for the pointwise kernel."""
+    """Forward-pass parameters with every 1x1 weight matrix (and the classifier's) packed for
+    the pointwise kernel."""
     blocks = []
     for p in params["blocks"]:
         q = dict(p)
@@ -149,4 +150,7 @@ def pack(params: dict) -> dict:
             if q.get(key) is not None:
                 q[key] = pack_pointwise(q[key])
         blocks.append(q)
-    return dict(params, blocks=blocks, head=dict(params["head"], w=pack_pointwise(params["head"]["w"])))
+    out = dict(params, blocks=blocks, head=dict(params["head"], w=pack_pointwise(params["head"]["w"])))
+    if params.get("classifier") is not None:
+        out["classifier"] = dict(params["classifier"], w=pack_pointwise(params["classifier"]["w"]))
+    return out

@@ -272,13 +272,30 @@ def test_pools(dt, shape):
 
 @pytest.mark.parametrize("dt", DTYPES)
 @pytest.mark.parametrize("n,cin,cout", [(1, 33, 10), (2, 7, 16), (3, 20, 64), (1, 50, 100),
-                                        (2, 5, 131), (1, 1, 1)])
+                                        (2, 5, 131), (1, 1, 1), (13, 40, 200), (32, 17, 1000)])
 def test_dense(dt, n, cin, cout):
     rng = np.random.default_rng(cout)
     x, w, b = _rand(rng, (n, cin), dt), _rand(rng, (cin, cout), dt), _rand(rng, cout, dt)
     x64, w64, b64 = _f64(x, w, b)
     _assert_close(K.dense(_noncontig(x), w, b), R.dense(x64, w64, b64),
                   np.abs(x64) @ np.abs(w64) + np.abs(b64), cin + 1, dt)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_dense_rows_do_not_depend_on_the_batch(dt):
+    """Small batches run row by row, large ones (>= one register tile of rows) as a pointwise
+    op: the same sum order, so every row has the same bits whichever schedule computed it,
+    packed or not."""
+    rng = np.random.default_rng(21)
+    from mnv2ref.kernels._pointwise import tile_rows
+
+    rows = tile_rows(dt)
+    x, w, b = _rand(rng, (3 * rows + 1, 70), dt), _rand(rng, (70, 1000), dt), _rand(rng, 1000, dt)
+    big = K.dense(x, K.pack_pointwise(w), b)
+    np.testing.assert_array_equal(big, K.dense(x, w, b))
+    for i in (0, rows, 3 * rows):
+        np.testing.assert_array_equal(K.dense(x[i:i + 1], w, b)[0], big[i])
+    np.testing.assert_array_equal(K.dense(x[:2], K.pack_pointwise(w), b), big[:2])
 
 
 # --- threads ----------------------------------------------------------------------------------
