@@ -33,8 +33,8 @@ thread. ``mnv2ref`` builds the plan of MobileNetV2 by running ``forward.py`` on 
 input (``mnv2ref.numba_ops.PlanOps``). The functions above are one-operation plans.
 
 Engine (``_engine.py``): every kernel and every plan runs through ONE compiled function per
-dtype, driven by a few Python threads (no ``prange``); work items are handed out by an
-atomic counter and consecutive operations are separated by a barrier. Each item writes only
+dtype, driven by a few Python threads (no ``prange``); work items are handed out by
+atomic counters (each thread's own share first, then the rest) and consecutive operations are separated by a barrier. Each item writes only
 its own part of its output with the same instruction sequence whatever thread runs it, so
 results are bit-identical for any thread count. Threads: ``set_num_threads(n)`` /
 ``get_num_threads()``; the maximum is ``NUMBA_NUM_THREADS`` (default: the number of CPUs).

@@ -167,7 +167,7 @@ def exec_block(op, bufs, sync, counter, tid):
     se = view(bufs, ss, op[37] + tid * se_size, (se_size,))
     sd = view(bufs, ss, op[39] + tid * sd_size, (sd_size,))
     per_chunk = (Ho + chunks - 1) // chunks
-    item = next_item(sync, counter)
+    item = next_item(sync, counter, op[1])
     while item < op[1]:
         n = item // chunks
         c0 = (item - n * chunks) * per_chunk
@@ -175,7 +175,7 @@ def exec_block(op, bufs, sync, counter, tid):
         if c0 < c1:
             _chunk(x, pe, be, wd, bd, pp, bp, res, y, se, sd, n, c0, c1, H, W, Ho, Wo, s, top, left, lo,
                    hi, band)
-        item = next_item(sync, counter)
+        item = next_item(sync, counter, op[1])
 
 
 @njit(**INLINE)

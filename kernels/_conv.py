@@ -97,7 +97,7 @@ def exec_conv3x3(op, bufs, sync, counter):
     bias = view(bufs, op[11], op[12], (Q * LANES,))
     y = view(bufs, op[13], op[14], (N, Ho, Wo, cout))
     s, top, left, relu, g, ngroups = op[18], op[19], op[20], op[21] != 0, op[22], op[23]
-    item = next_item(sync, counter)
+    item = next_item(sync, counter, op[1])
     while item < op[1]:
         row = item // ngroups
         grp = item - row * ngroups
@@ -105,7 +105,7 @@ def exec_conv3x3(op, bufs, sync, counter):
         oh = row - n * Ho
         for q in range(grp * g, min(grp * g + g, Q)):
             _conv_row(x, xf, panels[q], bias, y, n, oh, s, top, left, relu, q * LANES)
-        item = next_item(sync, counter)
+        item = next_item(sync, counter, op[1])
 
 
 @njit(**LEAF)

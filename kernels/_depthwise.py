@@ -95,7 +95,7 @@ def exec_depthwise(op, bufs, sync, counter):
     y = view(bufs, op[12], op[13], (N, Ho, Wo, C))
     s, top, left, lo, hi, relu, g, ngroups = op[16], op[17], op[18], op[19], op[20], op[21] != 0, op[22], op[23]
     nstrips = C // LANES
-    item = next_item(sync, counter)
+    item = next_item(sync, counter, op[1])
     while item < op[1]:
         row = item // ngroups
         grp = item - row * ngroups
@@ -104,7 +104,7 @@ def exec_depthwise(op, bufs, sync, counter):
         q0 = grp * g
         _row(x, w9, bias, y, n, oh, s, top, left, lo, hi, relu, q0, min(q0 + g, nstrips),
              nstrips * LANES, C if grp == ngroups - 1 else 0)
-        item = next_item(sync, counter)
+        item = next_item(sync, counter, op[1])
 
 
 @njit(**INLINE)

@@ -7,9 +7,13 @@ and scratch, and the weights (see ``_plan.py``, which builds programs).
 
     _run(prog, bufs, sync, tid, nthreads)     # one call per thread, GIL released
 
-Each thread calls :func:`_run` once for the whole program. For every operation the threads
-take work items from a shared atomic counter (``sync``), so a thread that the OS preempts
-(a busy machine) simply takes fewer items; a barrier separates consecutive operations. Each
+Each thread calls :func:`_run` once for the whole program. For every operation each thread
+first takes the items of its own contiguous share, then the rest of the others' shares, from
+atomic counters in ``sync`` (``_sync.next_item``): on a quiet machine a thread computes the same
+pixel rows in consecutive layers, which it has just written into its own cache (measured on 2
+cores, 1.0_224 batch 1: 6.5 -> 5.5 ms against one shared counter, where either thread took any
+row); a thread that the OS preempts (a busy machine) simply takes fewer items. A barrier
+separates consecutive operations. Each
 item writes only its own part of the output and is computed by the same instruction sequence
 whichever thread runs it, so results are bit-identical for any thread count and schedule.
 
@@ -41,7 +45,7 @@ from numba import njit
 from ._config import JIT, ensure_compiled, jit_disabled
 from ._program import (NF, NSLOTS, OP_BLOCK, OP_CONV3X3, OP_DENSE, OP_DEPTHWISE, OP_POINTWISE,
                        OP_POOL)
-from ._sync import _ABORT, _ITEMS, barrier
+from ._sync import _ABORT, _ITEMS, _STRIDE, barrier
 from ._block import exec_block
 from ._conv import exec_conv3x3
 from ._depthwise import exec_depthwise
@@ -65,18 +69,19 @@ def _make_run(stamp):
         for i in range(prog.shape[0]):
             op = prog[i]
             kind = op[0]
+            ctr = (_ITEMS + _STRIDE * nthreads * i, tid, nthreads)  # this op's counters (next_item)
             if kind == OP_POINTWISE:
-                exec_pointwise(op, bufs, sync, _ITEMS + i)
+                exec_pointwise(op, bufs, sync, ctr)
             elif kind == OP_DEPTHWISE:
-                exec_depthwise(op, bufs, sync, _ITEMS + i)
+                exec_depthwise(op, bufs, sync, ctr)
             elif kind == OP_BLOCK:
-                exec_block(op, bufs, sync, _ITEMS + i, tid)
+                exec_block(op, bufs, sync, ctr, tid)
             elif kind == OP_CONV3X3:
-                exec_conv3x3(op, bufs, sync, _ITEMS + i)
+                exec_conv3x3(op, bufs, sync, ctr)
             elif kind == OP_DENSE:
-                exec_dense(op, bufs, sync, _ITEMS + i)
+                exec_dense(op, bufs, sync, ctr)
             elif kind == OP_POOL:
-                exec_pool(op, bufs, sync, _ITEMS + i)
+                exec_pool(op, bufs, sync, ctr)
             if nthreads > 1 and barrier(sync, nthreads):
                 return
 
@@ -157,7 +162,7 @@ _POOL = _Pool()
 def execute(prog: np.ndarray, bufs: tuple, nthreads: int) -> None:
     """Run program ``prog`` over ``bufs`` (up to ``NSLOTS`` flat C-contiguous arrays of one
     dtype, or None: see below); ``bufs[0]`` must be an array."""
-    sync = np.zeros(_ITEMS + len(prog), np.int64)
+    sync = np.zeros(_ITEMS + _STRIDE * max(nthreads, 1) * len(prog), np.int64)
     run = run_function()
     if jit_disabled():
         run(prog, bufs, sync, 0, 1)

@@ -116,10 +116,10 @@ def exec_dense(op, bufs, sync, counter):
     panels = view(bufs, op[6], op[7], (Q, K, LANES))
     bias = view(bufs, op[10], op[11], (Q * LANES,))
     y = view(bufs, op[12], op[13], (N, C))
-    item = next_item(sync, counter)
+    item = next_item(sync, counter, op[1])
     while item < op[1]:
         _dense_panels(x, panels, bias, y, item * _GROUP, min(item * _GROUP + _GROUP, Q))
-        item = next_item(sync, counter)
+        item = next_item(sync, counter, op[1])
 
 
 @njit(**INLINE)
@@ -129,10 +129,10 @@ def exec_pool(op, bufs, sync, counter):
     N, HW, C = op[4], op[5], op[6]
     x = view(bufs, op[2], op[3], (N, HW, C))
     y = view(bufs, op[7], op[8], (N, C))
-    item = next_item(sync, counter)
+    item = next_item(sync, counter, op[1])
     while item < op[1]:
         _pool_image(x, y, item, op[9] != 0)
-        item = next_item(sync, counter)
+        item = next_item(sync, counter, op[1])
 
 
 @njit(**LEAF)

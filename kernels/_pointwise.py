@@ -175,13 +175,13 @@ def exec_pointwise(op, bufs, sync, counter):
         res = view(bufs, op[11], 0, (0, 0))
     y = view(bufs, op[14], op[15], (P, C))
     mode, bp, g, ngroups = op[17], op[18], op[19], op[20]
-    item = next_item(sync, counter)
+    item = next_item(sync, counter, op[1])
     while item < op[1]:
         blk = item // ngroups
         grp = item - blk * ngroups
         pa = blk * bp
         tiles(x, panels, bias, res, y, pa, min(pa + bp, P), grp * g, min(grp * g + g, Q), mode)
-        item = next_item(sync, counter)
+        item = next_item(sync, counter, op[1])
 
 
 def tiles(x, panels, bias, res, y, pa, pb, q0, q1, mode):

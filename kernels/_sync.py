@@ -1,7 +1,7 @@
 """Atomics, the barrier and the work-item counter used by the engine (``_engine.py``).
 
 ``sync`` is an int64 array: barrier counter and generation on their own cache lines, an abort
-flag, then one work-item counter per program row. Compiled code uses LLVM atomics (sequentially
+flag, then per program row one work-item counter per thread. Compiled code uses LLVM atomics (sequentially
 consistent read-modify-write, acquire loads, release stores); under ``NUMBA_DISABLE_JIT`` there
 is one thread and the plain Python twins below are used.
 """
@@ -18,7 +18,7 @@ from numba.extending import intrinsic, overload
 from ._config import INLINE
 
 # sync layout (int64): barrier counter and generation on their own cache lines, an abort flag,
-# then one work-item counter per program row.
+# then per program row one work-item counter per thread (``_STRIDE`` apart, see next_item).
 _COUNT, _GEN, _ABORT, _ITEMS = 0, 8, 16, 24
 _SPINS = 500
 
@@ -127,9 +127,29 @@ def barrier(sync, n):
 
 
 @njit(**INLINE)
-def next_item(sync, counter):
-    """The next work item of the current operation (items are handed out in order)."""
-    return fetch_add(sync, counter, 1)
+def next_item(sync, counter, n):
+    """The next of the current operation's ``n`` work items for this thread, or ``n`` when
+    none is left. ``counter`` = (first counter slot of the operation, thread, threads).
+
+    Thread t owns items [t*n/T, (t+1)*n/T) and takes them in order from its own counter; when
+    they are gone it takes the remaining ones of the other threads (from the front of each
+    range). Each thread thus computes the same part of every operation's output on a quiet
+    machine -- the part the same thread's previous operation wrote, which is still in its
+    cache (MobileNetV2's layers keep the pixel order) -- while a preempted thread's items are
+    still picked up by the others. Items are computed the same way whoever takes them."""
+    base, tid, nthreads = counter
+    for j in range(nthreads):
+        v = tid + j
+        if v >= nthreads:
+            v -= nthreads
+        lo = v * n // nthreads
+        i = lo + fetch_add(sync, base + _STRIDE * v, 1)
+        if i < (v + 1) * n // nthreads:
+            return i
+    return n
+
+
+_STRIDE = 8  # int64s between the threads' counters of one operation: one cache line each
 
 
 # --- views of the engine's flat buffers -------------------------------------------------------

@@ -411,6 +411,38 @@ def test_results_independent_of_thread_count():
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("nthreads", [1, 2, 3, 4])
+@pytest.mark.parametrize("n", [0, 1, 2, 5, 16, 37])
+def test_work_items_own_range_first_then_taken_from_the_others(nthreads, n):
+    """The engine's work hand-out (``_sync.next_item``, its Python twin; the compiled one is
+    the same code on LLVM atomics): every item exactly once; a thread first gets its own
+    contiguous range in order; a thread that never runs (preempted) loses nothing."""
+    from mnv2ref.kernels._sync import _STRIDE, next_item
+
+    base = 3
+    sync = np.zeros(base + _STRIDE * nthreads, np.int64)
+    got = {t: [] for t in range(nthreads)}
+    live = set(range(nthreads))
+    while live:  # round robin, each thread until it is told "none left" (n)
+        for t in sorted(live):
+            i = next_item(sync, (base, t, nthreads), n)
+            if i == n:
+                live.discard(t)
+            else:
+                got[t].append(i)
+    assert sorted(sum(got.values(), [])) == list(range(n))
+    for t in range(nthreads):
+        lo, hi = t * n // nthreads, (t + 1) * n // nthreads
+        mine = [lo <= i < hi for i in got[t]]
+        assert mine == sorted(mine, reverse=True)  # its own items first ...
+        assert got[t][:sum(mine)] == list(range(lo, lo + sum(mine)))  # ... in order
+        if n % nthreads == 0:  # equal ranges, threads in lockstep: nobody needs to steal
+            assert got[t] == list(range(lo, hi))
+    sync[:] = 0  # thread 0 alone (the others never scheduled) still gets everything, in order
+    alone = [next_item(sync, (base, 0, nthreads), n) for _ in range(n + 1)]
+    assert sorted(alone[:n]) == list(range(n)) and alone[n] == n
+
+
 @pytest.mark.parametrize("banded", [True, False])
 def test_model_plan_equals_the_layer_by_layer_pass_bitwise(banded):
     """The whole forward pass as one engine program (plan traced from forward.py, tensors
