@@ -38,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import pathlib
 import threading
+import time
 
 import numpy as np
 from numba import njit
@@ -105,55 +106,77 @@ def run_function():
 
 class _Pool:
     """Persistent helper threads; the calling thread is thread 0. Threads are started on first
-    use (never at import) and are daemons; each waits on its own semaphore between runs."""
+    use (never at import) and are daemons; each waits on its own lock (``go``) between runs.
+
+    Hand-offs cost more than they seem on a small VM: a thread blocked in the kernel takes tens of
+    microseconds to be scheduled again, and each GIL hand-over can add as much (measured on the
+    2-core VM: ~100-130 us per run with a start and a finish hand-off, the whole of a small
+    model's pass being ~700 us). So:
+
+    * ``go`` is a plain lock used as a binary semaphore, not ``threading.Semaphore`` (a
+      Condition written in Python: another wake-up on the way).
+    * There is no finish hand-off. Every program ends at a barrier that all threads pass
+      (``_run``), so when the caller's ``_run`` returns, every worker has written all its
+      results; the caller returns at once, and a worker finishing its Python epilogue is simply
+      picked up by the next run's ``go`` (a worker cannot be two runs behind: it must pass each
+      run's last barrier before the caller can start the next). Until a late worker arrives
+      the caller takes its work items itself (``_sync.next_item``).
+    * Only when a run was aborted (an exception in a thread) does the caller wait for every
+      worker to finish, to re-raise the exception.
+    """
 
     def __init__(self):
         self._lock = threading.Lock()   # one program at a time per process
-        self._workers = []              # (go, done) semaphores
-        self._job = None
+        self._workers = []              # go locks: held (by the pool) while the worker waits
+        self._job = None                # (generation, callable(tid), sync) of the current run
+        self._gen = 0
+        self._finished = []             # per worker: generation of the last job it finished
         self._error = None
 
-    def _worker(self, tid, go, done):
+    def _worker(self, tid, go):
         while True:
             go.acquire()
+            gen, job, sync = self._job
             try:
-                self._job(tid)
+                job(tid)
             except BaseException as e:  # never leave the others spinning in the barrier
                 self._error = e
-                self._abort()
+                sync[_ABORT] = 1
             finally:
-                done.release()
-
-    def _abort(self):
-        sync = self._sync
-        sync[_ABORT] = 1
+                self._finished[tid - 1] = gen
 
     def run(self, prog, bufs, sync, nthreads):
         with self._lock:
             while len(self._workers) < nthreads - 1:
-                go, done = threading.Semaphore(0), threading.Semaphore(0)
-                t = threading.Thread(target=self._worker, args=(len(self._workers) + 1, go, done),
-                                     name=f"mnv2ref-kernels-{len(self._workers) + 1}", daemon=True)
+                go = threading.Lock()
+                go.acquire()
+                tid = len(self._workers) + 1
+                self._finished.append(self._gen)
+                t = threading.Thread(target=self._worker, args=(tid, go),
+                                     name=f"mnv2ref-kernels-{tid}", daemon=True)
                 t.start()
-                self._workers.append((go, done))
+                self._workers.append(go)
             sync[:] = 0
-            self._sync = sync
             self._error = None
+            self._gen += 1
+            gen = self._gen
             run = run_function()
-            self._job = lambda tid: run(prog, bufs, sync, tid, nthreads)
-            for go, _ in self._workers[:nthreads - 1]:
+            self._job = (gen, lambda tid: run(prog, bufs, sync, tid, nthreads), sync)
+            for go in self._workers[:nthreads - 1]:
                 go.release()
             try:
                 run(prog, bufs, sync, 0, nthreads)
             except BaseException:
-                self._abort()
+                sync[_ABORT] = 1
+                self._wait(gen, nthreads)
                 raise
-            finally:
-                for _, done in self._workers[:nthreads - 1]:
-                    done.acquire()
-                self._job = None
-            if self._error is not None:
-                raise self._error
+            if sync[_ABORT]:  # a worker failed: wait for all of them, then raise its error
+                self._wait(gen, nthreads)
+                raise self._error if self._error is not None else RuntimeError("engine run aborted")
+
+    def _wait(self, gen, nthreads):
+        while any(f != gen for f in self._finished[:nthreads - 1]):
+            time.sleep(1e-4)
 
 
 _POOL = _Pool()
@@ -179,7 +202,7 @@ def execute(prog: np.ndarray, bufs: tuple, nthreads: int) -> None:
     if key not in _READY:
         ensure_compiled(run, (prog, jb, sync, 0, 1))
         _READY.add(key)
-    if nthreads <= 1:
+    if nthreads <= 1 or not len(prog):  # (the pool relies on every run ending at a barrier)
         run(prog, jb, sync, 0, 1)
     else:
         _POOL.run(prog, jb, sync, nthreads)

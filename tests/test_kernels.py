@@ -443,6 +443,35 @@ def test_work_items_own_range_first_then_taken_from_the_others(nthreads, n):
     assert sorted(alone[:n]) == list(range(n)) and alone[n] == n
 
 
+def test_engine_pool_reraises_a_workers_error_and_keeps_working(monkeypatch):
+    """A thread that fails sets the abort flag (the others leave their barrier), the caller waits
+    for every worker and re-raises that error; the next run works normally."""
+    import time
+
+    from mnv2ref.kernels import _engine
+    from mnv2ref.kernels._sync import _ABORT
+
+    def fake_run(prog, bufs, sync, tid, nthreads):  # stands in for the compiled driver
+        if tid == nthreads - 1 and prog[0] == 1:
+            raise ZeroDivisionError("worker failed")
+        t0 = time.perf_counter()
+        while prog[0] == 1 and not sync[_ABORT]:  # the caller waits in "the barrier"
+            assert time.perf_counter() - t0 < 10, "the abort flag was never set"
+        bufs[tid] = tid + 1
+
+    monkeypatch.setattr(_engine, "run_function", lambda: fake_run)
+    pool = _engine._Pool()
+    out = [0, 0, 0]
+    with pytest.raises(ZeroDivisionError, match="worker failed"):
+        pool.run(np.array([1]), out, np.zeros(32, np.int64), 3)
+    out[:] = [0, 0, 0]
+    pool.run(np.array([0]), out, np.zeros(32, np.int64), 3)
+    t0 = time.perf_counter()
+    while out != [1, 2, 3] and time.perf_counter() - t0 < 10:  # workers finish on their own
+        time.sleep(0.001)
+    assert out == [1, 2, 3]
+
+
 @pytest.mark.parametrize("banded", [True, False])
 def test_model_plan_equals_the_layer_by_layer_pass_bitwise(banded):
     """The whole forward pass as one engine program (plan traced from forward.py, tensors
