@@ -205,8 +205,12 @@ def _chunk(x, pe, be, wd, bd, pp, bp, res, y, se, sd, n, c0, c1, H, W, Ho, Wo, s
             rb = nb
         d4 = sd[:(oh1 - oh0) * Wo * ce].reshape(1, oh1 - oh0, Wo, ce)
         top_band = top + na - oh0 * s  # padding rows above e's first row for this band
+        # Image 0 of the band, ReLU6 on, strips from 0 -- as values computed at run time: the
+        # literals 0 / True would make Numba compile a second specialisation of the depthwise
+        # leaf functions (Literal[int](0) arguments), ~3 s more cold start for the same code.
+        first, relu = n - n, n >= 0
         for oh in range(oh1 - oh0):
-            _row(e4, wd, bd, d4, 0, oh, s, top_band, left, lo, hi, True, 0, nstrips,
+            _row(e4, wd, bd, d4, first, oh, s, top_band, left, lo, hi, relu, first, nstrips,
                  nstrips * LANES, ce)
         p0 = (n * Ho + oh0) * Wo
         p1 = (n * Ho + oh1) * Wo
