@@ -171,7 +171,7 @@ def _conv_row(x, xf, w, bias, y, n, oh, s, top, left, relu, c0):
             store(yr, ow + 2, c0, a2)
             store(yr, ow + 3, c0, a3)
         else:
-            _put_tail(yr, ow, 4, c0, nc, a0, a1, a2, a3)
+            _put_tail(yr, ow, min(4, Wo - ow), c0, nc, a0, a1, a2, a3)  # 4 (not a literal: see _block)
     # Border pixels and the tile remainder, one at a time with bounds checks.
     for j in range(Wo - 4 * ntiles):
         ow = j if j < lo else lo + 4 * ntiles + (j - lo)
@@ -192,4 +192,4 @@ def _conv_row(x, xf, w, bias, y, n, oh, s, top, left, relu, c0):
         if nc == LANES:
             store(yr, ow, c0, a0)
         else:
-            _put_tail(yr, ow, 1, c0, nc, a0, a0, a0, a0)
+            _put_tail(yr, ow, min(1, Wo - ow), c0, nc, a0, a0, a0, a0)  # 1
