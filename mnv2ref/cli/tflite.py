@@ -28,7 +28,6 @@ differing index (C order) with both values, and how many elements differ by 1, 2
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import tempfile
@@ -36,6 +35,7 @@ from collections import Counter, OrderedDict
 
 import numpy as np
 
+from ..fileio import sha256_file
 from . import common
 
 PIXELS = ("auto", "raw", "keras")
@@ -200,14 +200,6 @@ def tensor_meta(t) -> dict:
     return {"index": int(t.index), "dtype": str(np.dtype(t.dtype)), "shape": [int(s) for s in t.shape],
             "scale": [float(s) for s in np.ravel(t.scale)], "zero_point": [int(z) for z in np.ravel(t.zero_point)],
             "quantized_dimension": int(t.quantized_dimension)}
-
-
-def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def save_npz_atomic(path: str, arrays: dict, compress: bool):
