@@ -37,7 +37,7 @@ HERE = Path(__file__).resolve().parent
 SINGLE = """
 import json, os, sys, time
 import numpy as np, mnv2ref
-from mnv2ref.cli.predict import collect
+from mnv2ref.image import collect
 files = sorted(collect([sys.argv[1]]))
 model = mnv2ref.MobileNetV2(weights=None, alpha=1.0, input_shape=(224, 224, 3))
 from mnv2ref import kernels

@@ -144,8 +144,7 @@ def schema(features: bool, meta: dict) -> pa.Schema:
 
 def run_chunk(name: str, index: int, files: list, part: str, meta: dict) -> dict:
     """Classify one chunk and write its part file atomically -> counts and this worker's statistics."""
-    from .cli.predict import top_k  # the records of `mnv2ref predict`, shared
-    from .imagenet import preprocess_input
+    from .imagenet import preprocess_input, top_k  # top_k: the records of `mnv2ref predict`, shared
 
     t0 = time.perf_counter()
     worker = get_worker()

@@ -185,7 +185,7 @@ def is_url(p) -> bool:
 
 def list_inputs(inputs) -> list[str]:
     """Files, folders and fsspec URLs -> the sorted unique list of files (absolute paths, URLs as given)."""
-    from .cli.predict import collect, image_extensions  # the walk of `mnv2ref predict`, shared
+    from .image import collect, image_extensions  # the walk of `mnv2ref predict`, shared
 
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]

@@ -1,4 +1,5 @@
-"""Image loading with Keras's defaults (``keras.utils.load_img`` / ``img_to_array``), on Pillow."""
+"""Image loading with Keras's defaults (``keras.utils.load_img`` / ``img_to_array``), on Pillow, and the
+walk that finds image files in folders (``collect``: ``mnv2ref predict``'s and ``mnv2ref.distributed``'s)."""
 from __future__ import annotations
 
 import os
@@ -57,3 +58,26 @@ def img_to_array(img, dtype="float32"):
     """PIL image -> (H, W, C) array (``keras.utils.img_to_array``, channels last)."""
     x = np.asarray(img, dtype=dtype)
     return x[..., None] if x.ndim == 2 else x
+
+
+def image_extensions() -> set:
+    """The file extensions Pillow can open (lower case, with the dot: ``{".jpg", ".png", ...}``)."""
+    from PIL import Image
+
+    return {e.lower() for e in Image.registered_extensions()}
+
+
+def collect(paths) -> list[str]:
+    """Files named on the command line (always tried) and image files found in folders (sorted, recursive)."""
+    exts, out = image_extensions(), []
+    for p in paths:
+        if os.path.isdir(p):
+            found = []
+            for root, dirs, files in os.walk(p):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                found += [os.path.join(root, f) for f in files
+                          if not f.startswith(".") and os.path.splitext(f)[1].lower() in exts]
+            out += sorted(found)
+        else:
+            out.append(p)
+    return out

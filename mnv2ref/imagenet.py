@@ -1,4 +1,5 @@
-"""ImageNet helpers with Keras's behaviour: ``preprocess_input`` (mode "tf") and ``decode_predictions``.
+"""ImageNet helpers with Keras's behaviour: ``preprocess_input`` (mode "tf") and ``decode_predictions``;
+and ``top_k``, the per-image records of ``mnv2ref predict`` and ``mnv2ref.distributed`` built on it.
 
 The 1000-class index ships inside the package (``data/imagenet_class_index.json``,
 Keras's format ``{"0": ["n01440764", "tench"], ...}``, built by
@@ -64,3 +65,21 @@ def decode_predictions(preds, top=5):
         result.sort(key=lambda t: t[2], reverse=True)
         results.append(result)
     return results
+
+
+def top_k(probs: np.ndarray, k: int, classes: int) -> list[list[dict]]:
+    """Top-k per row as dicts; ImageNet labels through ``decode_predictions`` when there are 1000 classes.
+
+    ``probs`` (N, classes) -> N lists of ``{"rank", "class_index", "wnid", "label", "score"}``, best first
+    (``wnid`` "" and ``label`` ``class_<i>`` for other class counts).
+    """
+    if classes == 1000:
+        index = {wnid: int(i) for i, (wnid, _) in class_index().items()}
+        return [[{"rank": r + 1, "class_index": index[w], "wnid": w, "label": lab, "score": float(s)}
+                 for r, (w, lab, s) in enumerate(row)] for row in decode_predictions(probs, top=k)]
+    out = []
+    for p in probs:
+        idx = p.argsort()[-k:][::-1]
+        out.append([{"rank": r + 1, "class_index": int(i), "wnid": "", "label": f"class_{int(i)}",
+                     "score": float(p[i])} for r, i in enumerate(idx)])
+    return out

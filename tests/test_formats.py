@@ -1,6 +1,5 @@
 """Every Keras file format, read without TensorFlow: fixtures written by the real Keras (fixtures/formats/,
 ``fixtures/generate_formats.py``), configuration inferred by ``mnv2ref.load``, outputs equal to Keras's."""
-import hashlib
 import json
 import os
 import re
@@ -14,6 +13,7 @@ import pytest
 
 import mnv2ref
 from mnv2ref import arch, compare, convert, formats
+from mnv2ref.fileio import sha256_file
 
 from h5tools import layers_from_raw, write_legacy
 
@@ -50,8 +50,7 @@ def quiet_load(path, **kw):
 @pytest.mark.parametrize("name", sorted(MANIFEST["files"]))
 def test_fixture_integrity(name):
     info = MANIFEST["files"][name]
-    with open(os.path.join(FMT, name), "rb") as f:
-        assert hashlib.sha256(f.read()).hexdigest() == info["sha256"]
+    assert sha256_file(os.path.join(FMT, name)) == info["sha256"]
 
 
 def test_fixture_set_is_small():

@@ -18,6 +18,8 @@ import sys
 
 import numpy as np
 
+from ..image import collect
+from ..imagenet import top_k
 from ..progress import Progress
 from . import common, tflite
 from . import distributed as many
@@ -62,29 +64,8 @@ def add_parser(sub):
 
 # -- input files --------------------------------------------------------------------------------------------------
 
-def image_extensions() -> set:
-    from PIL import Image
-
-    return {e.lower() for e in Image.registered_extensions()}
-
-
-def collect(paths) -> list[str]:
-    """Files named on the command line (always tried) and image files found in folders (sorted, recursive)."""
-    exts, out = image_extensions(), []
-    for p in paths:
-        if os.path.isdir(p):
-            found = []
-            for root, dirs, files in os.walk(p):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                found += [os.path.join(root, f) for f in files
-                          if not f.startswith(".") and os.path.splitext(f)[1].lower() in exts]
-            out += sorted(found)
-        else:
-            out.append(p)
-    return out
-
-
 def key(path: str) -> str:
+    """A file's identity for --resume: the same file given as a relative and an absolute path is one."""
     return os.path.normcase(os.path.abspath(path))
 
 
@@ -158,22 +139,6 @@ class Writer:
 
 # -- the command --------------------------------------------------------------------------------------------------
 
-def top_k(probs: np.ndarray, k: int, classes: int) -> list[list[dict]]:
-    """Top-k per row as dicts; ImageNet labels through ``decode_predictions`` when there are 1000 classes."""
-    from ..imagenet import class_index, decode_predictions
-
-    if classes == 1000:
-        index = {wnid: int(i) for i, (wnid, _) in class_index().items()}
-        return [[{"rank": r + 1, "class_index": index[w], "wnid": w, "label": lab, "score": float(s)}
-                 for r, (w, lab, s) in enumerate(row)] for row in decode_predictions(probs, top=k)]
-    out = []
-    for p in probs:
-        idx = p.argsort()[-k:][::-1]
-        out.append([{"rank": r + 1, "class_index": int(i), "wnid": "", "label": f"class_{int(i)}",
-                     "score": float(p[i])} for r, i in enumerate(idx)])
-    return out
-
-
 def run(args) -> int:
     from ..image import img_to_array, load_img
     from ..imagenet import preprocess_input
@@ -182,6 +147,24 @@ def run(args) -> int:
         raise common.CLIError("--top and --batch-size must be positive")
     if many.wanted(args):
         return many.run(args)
+    fmt, out, files, todo = plan(args)
+    model, cfg = common.build_model(args, top=True, images=len(todo))
+    hw = model.input_shape[1:3]
+
+    def read(path):
+        return img_to_array(load_img(path, target_size=hw, interpolation=args.interpolation,
+                                     keep_aspect_ratio=args.keep_aspect_ratio))
+
+    def classify(batch):
+        probs = model.predict(preprocess_input(np.stack(batch)), batch_size=len(batch))
+        return top_k(probs, args.top, model.classes)
+
+    return run_batches(args, fmt, out, files, todo, read, classify)
+
+
+def plan(args) -> tuple[str, str | None, list[str], list[str]]:
+    """The output options and the inputs -> (format, output file or None, every input file, the files
+    still to do: all of them, or with --resume those not yet in the output). Shared with ``--tflite``."""
     fmt = "json" if args.json else "csv" if args.csv else "text"
     out = check_out(fmt, args.json or args.csv, args.resume) if fmt != "text" else None
     if args.resume and out is None:
@@ -190,10 +173,24 @@ def run(args) -> int:
     if not files:
         raise common.CLIError("no image files found in " + ", ".join(map(repr, args.paths)))
     done = already_done(fmt, out) if args.resume else set()
-    todo = [f for f in files if key(f) not in done]
+    return fmt, out, files, [f for f in files if key(f) not in done]
 
-    model, cfg = common.build_model(args, top=True, images=len(todo))
-    hw = model.input_shape[1:3]
+
+def describe(e: BaseException) -> str:
+    """An unreadable file's message: OSErrors (and the CLI's own errors, e.g. a .npy of the wrong shape
+    under --tflite) name the file already; anything else gets its type."""
+    return str(e) if isinstance(e, (OSError, common.CLIError)) else f"{type(e).__name__}: {e}"
+
+
+def run_batches(args, fmt: str, out: str | None, files: list[str], todo: list[str], read, classify) -> int:
+    """Classify ``todo`` in batches of --batch-size, one record per file in input order, and print the
+    summary; shared by the Keras model and ``--tflite``.
+
+    ``read(path)``: one file -> the model's (H, W, 3) input; any exception makes the file an error
+    record (and a line on stderr) and never stops the run. ``classify(batch)``: a list of N such inputs
+    -> N top-k record lists (``Writer.result``'s). Output is flushed after each batch (--resume picks up
+    from there).
+    """
     if out:
         new = not (args.resume and os.path.exists(out) and os.path.getsize(out) > 0)
         stream = open(out, "w" if new else "a", encoding="utf-8", newline="")
@@ -208,14 +205,11 @@ def run(args) -> int:
             chunk, batch, errors = todo[i:i + args.batch_size], [], {}
             for path in chunk:
                 try:
-                    img = load_img(path, target_size=hw, interpolation=args.interpolation,
-                                   keep_aspect_ratio=args.keep_aspect_ratio)
-                    batch.append(img_to_array(img))
+                    batch.append(read(path))
                 except Exception as e:  # any unreadable file: report, record, go on
-                    errors[path] = str(e) if isinstance(e, OSError) else f"{type(e).__name__}: {e}"
+                    errors[path] = describe(e)
                     progress.message(f"mnv2ref predict: skipped {path}: {errors[path]}")
-            tops = iter(top_k(model.predict(preprocess_input(np.stack(batch)), batch_size=len(batch)), args.top,
-                              model.classes) if batch else [])
+            tops = iter(classify(batch) if batch else [])
             for path in chunk:  # records in input order
                 if path in errors:
                     writer.error(path, errors[path])

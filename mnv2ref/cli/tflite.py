@@ -28,16 +28,14 @@ differing index (C order) with both values, and how many elements differ by 1, 2
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
-import sys
 import tempfile
 from collections import Counter, OrderedDict
 
 import numpy as np
 
-from ..progress import Progress
+from ..fileio import sha256_file
 from . import common
 
 PIXELS = ("auto", "raw", "keras")
@@ -176,61 +174,24 @@ def run_predict(args) -> int:
     t_in, t_out = model.inputs[0], model.outputs[0]
     classes = int(t_out.shape[-1])
     labels = read_labels(args.labels, classes)
-    fmt = "json" if args.json else "csv" if args.csv else "text"
-    out = P.check_out(fmt, args.json or args.csv, args.resume) if fmt != "text" else None
-    if args.resume and out is None:
-        raise common.CLIError("--resume needs an output file: --json OUT.jsonl or --csv OUT.csv")
-    files = P.collect(args.paths)
-    if not files:
-        raise common.CLIError("no image files found in " + ", ".join(map(repr, args.paths)))
-    done = P.already_done(fmt, out) if args.resume else set()
-    todo = [f for f in files if P.key(f) not in done]
-    if out:
-        new = not (args.resume and os.path.exists(out) and os.path.getsize(out) > 0)
-        stream = open(out, "w" if new else "a", encoding="utf-8", newline="")
-    else:
-        new, stream = True, sys.stdout
-    writer = P.Writer(fmt, stream, header=new)
-    show = args.progress if args.progress is not None else (sys.stderr.isatty() and len(todo) > args.batch_size)
-    progress = Progress(len(todo), unit="images", enabled=show)
+    fmt, out, files, todo = P.plan(args)
     k = min(args.top, classes)
-    n_ok = n_bad = 0
-    try:
-        for i in range(0, len(todo), args.batch_size):
-            chunk, batch, errors = todo[i:i + args.batch_size], [], {}
-            for path in chunk:
-                try:
-                    batch.append(read_image(path, t_in, args)[0])
-                except Exception as e:  # any unreadable file: report, record, go on
-                    errors[path] = str(e) if isinstance(e, (OSError, common.CLIError)) else f"{type(e).__name__}: {e}"
-                    progress.message(f"mnv2ref predict: skipped {path}: {errors[path]}")
-            ys = model.predict(np.stack(batch)) if batch else np.zeros((0, classes))
-            rows = iter(range(len(batch)))
-            for path in chunk:
-                if path in errors:
-                    writer.error(path, errors[path])
-                    continue
-                q = ys[next(rows)].reshape(-1)
-                score = dequantize(q, t_out)
-                order = np.argsort(-q.astype(np.int64) if q.dtype.kind in "iu" else -q, kind="stable")[:k]
-                top = [{"rank": r + 1, "class_index": int(c), "wnid": labels[c][0], "label": labels[c][1],
-                        "score": float(score[c])} for r, c in enumerate(order)]
-                if fmt == "json":  # the raw output value too: what TFLite's output tensor holds
-                    for d, c in zip(top, order):
-                        d["raw"] = q[c].item()
-                writer.result(path, top)
-            n_ok, n_bad = n_ok + len(batch), n_bad + len(errors)
-            writer.flush()
-            progress.update(len(chunk))
-    finally:
-        progress.close()
-        if out:
-            stream.close()
-    if out or n_bad or args.resume:
-        print(f"mnv2ref predict: {n_ok} classified, {n_bad} unreadable (skipped)"
-              + (f", {len(files) - len(todo)} already in {out}" if args.resume else "")
-              + (f"; results in {out}" if out else ""), file=sys.stderr)
-    return 0
+
+    def top(q):
+        """One image's output row (classes,) -> its top-k records, ties in class order."""
+        score = dequantize(q, t_out)
+        order = np.argsort(-q.astype(np.int64) if q.dtype.kind in "iu" else -q, kind="stable")[:k]
+        recs = [{"rank": r + 1, "class_index": int(c), "wnid": labels[c][0], "label": labels[c][1],
+                 "score": float(score[c])} for r, c in enumerate(order)]
+        if fmt == "json":  # the raw output value too: what TFLite's output tensor holds
+            for d, c in zip(recs, order):
+                d["raw"] = q[c].item()
+        return recs
+
+    def classify(batch):
+        return [top(y.reshape(-1)) for y in model.predict(np.stack(batch))]
+
+    return P.run_batches(args, fmt, out, files, todo, lambda path: read_image(path, t_in, args)[0], classify)
 
 
 # -- trace ------------------------------------------------------------------------------------------------------
@@ -239,14 +200,6 @@ def tensor_meta(t) -> dict:
     return {"index": int(t.index), "dtype": str(np.dtype(t.dtype)), "shape": [int(s) for s in t.shape],
             "scale": [float(s) for s in np.ravel(t.scale)], "zero_point": [int(z) for z in np.ravel(t.zero_point)],
             "quantized_dimension": int(t.quantized_dimension)}
-
-
-def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def save_npz_atomic(path: str, arrays: dict, compress: bool):
