@@ -144,6 +144,7 @@ class _Pool:
                 sync[_ABORT] = 1
             finally:
                 self._finished[tid - 1] = gen
+                job = sync = None  # do not keep the run's arrays alive until the next run
 
     def run(self, prog, bufs, sync, nthreads):
         with self._lock:
@@ -164,14 +165,20 @@ class _Pool:
             self._job = (gen, lambda tid: run(prog, bufs, sync, tid, nthreads), sync)
             for go in self._workers[:nthreads - 1]:
                 go.release()
+            error = None
             try:
                 run(prog, bufs, sync, 0, nthreads)
-            except BaseException:
+            except BaseException as e:
+                error = e
                 sync[_ABORT] = 1
+            if sync[_ABORT]:  # a thread failed: wait until every worker is done with this run
                 self._wait(gen, nthreads)
-                raise
-            if sync[_ABORT]:  # a worker failed: wait for all of them, then raise its error
-                self._wait(gen, nthreads)
+            # Past the last barrier (or the wait) every worker has taken the job: drop it, so the
+            # caller's arrays are not kept alive until the next run.
+            self._job = None
+            if error is not None:
+                raise error
+            if sync[_ABORT]:
                 raise self._error if self._error is not None else RuntimeError("engine run aborted")
 
     def _wait(self, gen, nthreads):

@@ -451,6 +451,10 @@ def test_engine_pool_reraises_a_workers_error_and_keeps_working(monkeypatch):
     from mnv2ref.kernels import _engine
     from mnv2ref.kernels._sync import _ABORT
 
+    import threading
+
+    last_barrier = threading.Barrier(3, timeout=10)
+
     def fake_run(prog, bufs, sync, tid, nthreads):  # stands in for the compiled driver
         if tid == nthreads - 1 and prog[0] == 1:
             raise ZeroDivisionError("worker failed")
@@ -458,6 +462,8 @@ def test_engine_pool_reraises_a_workers_error_and_keeps_working(monkeypatch):
         while prog[0] == 1 and not sync[_ABORT]:  # the caller waits in "the barrier"
             assert time.perf_counter() - t0 < 10, "the abort flag was never set"
         bufs[tid] = tid + 1
+        if prog[0] == 0:  # a normal run ends at a barrier every thread passes (as _run's does)
+            last_barrier.wait()
 
     monkeypatch.setattr(_engine, "run_function", lambda: fake_run)
     pool = _engine._Pool()
@@ -466,10 +472,8 @@ def test_engine_pool_reraises_a_workers_error_and_keeps_working(monkeypatch):
         pool.run(np.array([1]), out, np.zeros(32, np.int64), 3)
     out[:] = [0, 0, 0]
     pool.run(np.array([0]), out, np.zeros(32, np.int64), 3)
-    t0 = time.perf_counter()
-    while out != [1, 2, 3] and time.perf_counter() - t0 < 10:  # workers finish on their own
-        time.sleep(0.001)
-    assert out == [1, 2, 3]
+    assert out == [1, 2, 3]  # every thread ran, and the pool keeps no reference to the run
+    assert pool._job is None
 
 
 @pytest.mark.parametrize("banded", [True, False])
