@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import tempfile
 
 # Display names, in table order. "mnv2ref" in ratios means the numba backend (the default).
 RUNTIMES = ("mnv2ref numba", "mnv2ref numpy", "tflite xnnpack", "onnxruntime", "tensorflow tf.function",
@@ -110,20 +109,14 @@ def compile_times(events: list[tuple[float, str, str]]) -> list[dict]:
 
 
 def write_json(path, obj) -> None:
-    """Write ``obj`` as JSON to ``path`` atomically (a temp file in the same folder, then rename)."""
+    """Write ``obj`` as JSON to ``path`` atomically (``mnv2ref.fileio.atomic_path``)."""
+    from mnv2ref.fileio import atomic_path
+
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".bench-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, sort_keys=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=False)
+        f.write("\n")
 
 
 # --- markdown ----------------------------------------------------------------------------------------------------

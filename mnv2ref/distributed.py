@@ -50,6 +50,8 @@ import time
 import uuid
 import warnings
 
+from .fileio import atomic_path
+
 MANIFEST = "_mnv2ref.json"
 PART = "part-{:05d}.parquet"
 EXTRA = "pip install 'mnv2ref[dask]'"
@@ -248,10 +250,8 @@ def check_output(output: str, manifest: dict) -> bool:
 def write_manifest(output: str, manifest: dict):
     path = os.path.join(output, MANIFEST)
     os.makedirs(output, exist_ok=True)
-    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump(manifest, f, indent=1)
-    os.replace(tmp, path)
 
 
 def part_meta(index: int, files: list[str], run: str) -> dict:

@@ -34,6 +34,8 @@ import sys
 import time
 from pathlib import Path
 
+from ..fileio import atomic_path
+
 SMALL_JOB = 16
 ENV_BACKGROUND = "MNV2REF_BACKGROUND_COMPILE"
 DTYPES = ("float32", "float64")
@@ -130,9 +132,8 @@ def write_marker(dtypes, alpha, size, seconds, folder: Path | None = None) -> Pa
     path = marker_path(folder, key)
     entries = _entries(path) + [{"dtype": d, "alpha": alpha, "size": size, "seconds": round(seconds, 2),
                                  "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())} for d in dtypes]
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"key": key, "compiled": entries}, indent=1) + "\n")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        f.write(json.dumps({"key": key, "compiled": entries}, indent=1) + "\n")
     return path
 
 

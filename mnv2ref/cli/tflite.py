@@ -30,12 +30,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 from collections import Counter, OrderedDict
 
 import numpy as np
 
-from ..fileio import sha256_file
+from ..fileio import atomic_path, sha256_file
 from . import common
 
 PIXELS = ("auto", "raw", "keras")
@@ -203,17 +202,8 @@ def tensor_meta(t) -> dict:
 
 
 def save_npz_atomic(path: str, arrays: dict, compress: bool):
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".npz")
-    os.close(fd)
-    try:
-        with open(tmp, "wb") as f:
-            (np.savez_compressed if compress else np.savez)(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        (np.savez_compressed if compress else np.savez)(f, **arrays)
 
 
 def run_trace(args) -> int:
