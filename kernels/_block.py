@@ -31,6 +31,7 @@ import numpy as np
 from numba import njit
 
 from . import _checks
+from ._leaf import leaf
 from ._config import INLINE
 from ._program import OP_BLOCK
 from ._sync import next_item, view
@@ -140,7 +141,7 @@ def plan_block(plan, x, expand, expand_bias, depthwise, depthwise_bias, stride, 
                     work=N * (H * W * cin * ce * (expand is not None) + Ho * Wo * ce * (9 + project.cout)))
 
 
-@njit(**INLINE)
+@leaf("I1 (I1 a1) I1 (i i i) i", stage=2)
 def exec_block(op, bufs, sync, counter, tid):
     """Program row: kind, items (= N * chunks), x (slot, off), N, H, W, Cin, expand panels (slot,
     off), Qe (0: no expansion), Ce, expand bias (slot, off), depthwise w9 (slot, off), depthwise

@@ -92,9 +92,10 @@ def jit_disabled() -> bool:
     return bool(_nconfig.DISABLE_JIT)
 
 
-def _compile_with_slp(kernel, args) -> None:
-    """Compile (or load from cache) ``kernel`` for the types of ``args`` with SLP on."""
-    sig = tuple(numba.typeof(a) for a in args)
+def compile_types(kernel, sig: tuple) -> None:
+    """Compile (or load from cache) ``kernel`` for the Numba types ``sig`` with SLP on."""
+    if sig in kernel.overloads:
+        return
     with _compiler_lock:
         saved = _nconfig.SLP_VECTORIZE
         _nconfig.SLP_VECTORIZE = 1
@@ -113,8 +114,7 @@ def ensure_compiled(kernel, args) -> None:
     if jit_disabled():
         return
     sig = tuple(numba.typeof(a) for a in args)
-    if sig not in kernel.overloads:
-        _compile_with_slp(kernel, args)
+    compile_types(kernel, sig)
 
 
 _threads = None  # threads the engine uses (None: NUMBA_NUM_THREADS)

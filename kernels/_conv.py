@@ -25,6 +25,7 @@ from numba import njit
 
 from . import _checks
 from ._config import INLINE, LEAF
+from ._leaf import leaf
 from ._program import OP_CONV3X3
 from ._sync import next_item, view
 from ._lanes import LANES, fma, lane, load1, relu6, store
@@ -84,7 +85,7 @@ def plan_conv3x3(plan, x, w, bias, stride, pads, relu6=True):
     return plan.add(fill, [x], (N, Ho, Wo, cout), [panels, b], work=N * Ho * Wo * 9 * cin * cout)
 
 
-@njit(**INLINE)
+@leaf("I1 (I1 a1) I1 (i i i)", stage=2)
 def exec_conv3x3(op, bufs, sync, counter):
     """Program row: kind, items, x (slot, off), N, H, W, Cin, panels (slot, off), Q, bias (slot,
     off), y (slot, off), Ho, Wo, Cout, stride, top, left, relu, panels per item, groups.
@@ -118,7 +119,7 @@ def _put_tail(yr, ow, n, c0, nc, a0, a1, a2, a3):
             yr[ow + i, c0 + j] = lane(a, j)
 
 
-@njit(**LEAF)
+@leaf("a4 a3 a2 a1 a4 i i i i i b i")
 def _conv_row(x, xf, w, bias, y, n, oh, s, top, left, relu, c0):
     """Output row y[n, oh, :, c0:c0+16] from one panel ``w`` (9*Cin, 16).
 

@@ -28,7 +28,8 @@ import numpy as np
 from numba import njit
 
 from . import _checks
-from ._config import INLINE, LEAF
+from ._config import INLINE
+from ._leaf import leaf
 from ._program import OP_DEPTHWISE
 from ._sync import next_item, view
 from ._lanes import LANES, add, fma_t, load, load1, mul_t, relu6, scale, store
@@ -82,7 +83,7 @@ def plan_depthwise3x3(plan, x, w, bias, stride, pads, relu6=True):
     return plan.add(fill, [x], (N, Ho, Wo, C), [w9, bias], work=N * Ho * Wo * C * 9)
 
 
-@njit(**INLINE)
+@leaf("I1 (I1 a1) I1 (i i i)", stage=2)
 def exec_depthwise(op, bufs, sync, counter):
     """Program row: kind, items, x (slot, off), N, H, W, C, w9 (slot, off), bias (slot, off),
     y (slot, off), Ho, Wo, stride, top, left, lo, hi, relu, strips per item, groups.
@@ -107,7 +108,7 @@ def exec_depthwise(op, bufs, sync, counter):
         item = next_item(sync, counter, op[1])
 
 
-@njit(**INLINE)
+@leaf("a4 a2 a1 a4 i i i i i i i b i i i i", stage=1)
 def _row(x, w9, bias, y, n, oh, s, top, left, lo, hi, relu, q0, q1, c_tail, c_end):
     """Output row y[n, oh]: strips q0..q1-1 (interior columns in one run, then each border
     column on its own) and the channels c_tail..c_end-1 past the last full strip."""
@@ -160,7 +161,7 @@ def _rows(x, n, oh, s, top):
             one if 0 <= ih + 2 < H else zero)
 
 
-@njit(**LEAF)
+@leaf("a4 a2 a1 a4 i i i i i i i s s s b i i")
 def _strips(x, w9, bias, y, n, oh, s, top, left, ow_a, ow_b, g0, g1, g2, relu, q0, q1):
     """Columns ow_a..ow_b-1 of output row y[n, oh] for channel strips q0..q1-1; filter
     column dx is weighted by g_dx (1, or 0 where it falls in the padding), filter row dy
@@ -197,7 +198,7 @@ def _strips(x, w9, bias, y, n, oh, s, top, left, ow_a, ow_b, g0, g1, g2, relu, q
             store(yr, ow, c0, acc)
 
 
-@njit(**LEAF)
+@leaf("a4 a2 a1 a4 i i i i i b i i")
 def _tail(x, w9, bias, y, n, oh, s, top, left, relu, c_tail, c_end):
     """Channels c_tail..c_end-1 (< 16, past the last full strip) of row y[n, oh], scalar
     (a loop over channels would not vectorise: too many arrays for LLVM's alias checks).

@@ -21,7 +21,8 @@ import numpy as np
 from numba import njit
 
 from . import _checks
-from ._config import INLINE, LEAF
+from ._config import INLINE
+from ._leaf import leaf
 from ._program import OP_DENSE, OP_POOL
 from ._sync import next_item, view
 from ._lanes import LANES, fma, lane, load1, store
@@ -107,7 +108,7 @@ def plan_pool(plan, x, is_max):
     return plan.add(fill, [x], (N, C))
 
 
-@njit(**INLINE)
+@leaf("I1 (I1 a1) I1 (i i i)", stage=2)
 def exec_dense(op, bufs, sync, counter):
     """Program row: kind, items, x (slot, off), N, K, panels (slot, off), Q, C, bias lanes
     (slot, off), y (slot, off). Items = groups of 4 panels (the last may be fewer)."""
@@ -122,7 +123,7 @@ def exec_dense(op, bufs, sync, counter):
         item = next_item(sync, counter, op[1])
 
 
-@njit(**INLINE)
+@leaf("I1 (I1 a1) I1 (i i i)", stage=2)
 def exec_pool(op, bufs, sync, counter):
     """Program row: kind, items (= N), x (slot, off), N, H*W, C, y (slot, off), max?
     Average: the sum over H*W in order, then divided by H*W (what NumPy's ``mean`` does)."""
@@ -135,7 +136,7 @@ def exec_pool(op, bufs, sync, counter):
         item = next_item(sync, counter, op[1])
 
 
-@njit(**LEAF)
+@leaf("a3 a2 i b")
 def _pool_image(x, y, n, is_max):
     """y[n] = sum (or max) over x[n] (HW, C) in order; the sum is then divided by HW."""
     HW, C = x.shape[1], x.shape[2]
@@ -155,7 +156,7 @@ def _pool_image(x, y, n, is_max):
             y[n, c] = y[n, c] / d
 
 
-@njit(**LEAF)
+@leaf("a2 a3 a1 a2 i i")
 def _dense_panels(x, panels, bias, y, q_lo, q_hi):
     """y[:, 16*q_lo : 16*q_hi] (clipped to Cout) for every row of x, from the packed panels."""
     N, K = x.shape

@@ -37,6 +37,7 @@ from numba import njit, types
 from numba.extending import overload
 
 from . import _checks
+from ._leaf import leaf
 from ._config import INLINE, LEAF
 from ._sync import next_item, view
 from ._program import OP_POINTWISE
@@ -161,7 +162,7 @@ def plan_pointwise(plan, x, packed, bias, relu6, residual=None):
     return plan.add(fill, inputs, x.shape[:-1] + (packed.cout,), consts, work=P * packed.cin * packed.cout)
 
 
-@njit(**INLINE)
+@leaf("I1 (I1 a1) I1 (i i i)", stage=2)
 def exec_pointwise(op, bufs, sync, counter):
     """Program row: kind, items, x (slot, off), P, K, panels (slot, off), Q, bias (slot, off),
     residual (slot, off, present), y (slot, off), C, mode, pixels per item, panels per item, groups."""
@@ -224,10 +225,12 @@ def _blocking(P: int, K: int, npanel: int, mr: int, itemsize: int) -> tuple:
 
 
 # The register tiles (``_tiles.py``): M pixel rows x 16 channels, M chosen for this CPU.
-TILE_F32, HALF_F32, TILE_F64 = block(rows(np.float32)), half(rows(np.float32)), block(rows(np.float64))
+TILE_F32 = block(rows(np.float32), np.float32)
+HALF_F32 = half(rows(np.float32), np.float32)
+TILE_F64 = block(rows(np.float64), np.float64)
 
 
-@njit(**INLINE)
+@leaf("a2 a3 a1 a2 a2 i i i i i", dtypes=(np.float32,), stage=1)
 def _panels_f32(x, panels, bias, res, y, pa, pb, q0, q1, mode):
     """Pixels pa..pb-1 x panels q0..q1-1 with the float32 tiles (a last panel of at most 8
     channels takes the half-panel tile). Also used by the banded block kernel."""
@@ -240,7 +243,7 @@ def _panels_f32(x, panels, bias, res, y, pa, pb, q0, q1, mode):
             TILE_F32(x, panels[q], bias, res, y, pa, pb, q * LANES, nc, mode)
 
 
-@njit(**INLINE)
+@leaf("a2 a3 a1 a2 a2 i i i i i", dtypes=(np.float64,), stage=1)
 def _panels_f64(x, panels, bias, res, y, pa, pb, q0, q1, mode):
     """:func:`_panels_f32` with the float64 tile (the half panel is padded, not paired)."""
     C = y.shape[1]

@@ -24,11 +24,14 @@ plain Python under ``NUMBA_DISABLE_JIT``).
 """
 from __future__ import annotations
 
+import pathlib
+
 import numpy as np
 from numba import njit
 from numba.core import config
 
 from ._config import LEAF
+from ._leaf import leaf
 from ._lanes import LANES, add, fma, fma2, lane, load, load1, load2, relu6, store, store2
 
 _RELU6, _RESIDUAL = 1, 2
@@ -145,16 +148,27 @@ def _select(n, step=1):
     return " else ".join(f"a{i} if i < {(i + 1) * step}" for i in range(n - 1)) + f" else a{n - 1}"
 
 
-def _compile(src, name):
-    ns = dict(_NAMES, **{k: v for k, v in _MADE.items()})
-    exec(compile(src, f"<mnv2ref.kernels._tiles:{name}>", "exec"), ns)
-    _MADE[name] = njit(**LEAF)(ns[name])
+def _compile(src, name, leaf_dtype=None):
+    """Compile one generated function. Its code object names this file, with its lines placed on
+    the template's lines (so Numba's messages point at the template, and Numba's disk cache, which
+    needs a real source file, accepts it). ``leaf_dtype``: a leaf of the engine (``_leaf.py``),
+    compiled on its own and cached; otherwise a callee linked into the one leaf that calls it."""
+    text = pathlib.Path(__file__).read_text()
+    line = text[:text.index("\ndef " + name.rstrip("0123456789") + "{M}(")].count("\n") + 1
+    ns = dict(_NAMES, __name__=__name__, **_MADE)
+    exec(compile("\n" * (line - 1) + src.lstrip("\n"), __file__, "exec"), ns)
+    if leaf_dtype is None:
+        _MADE[name] = njit(**LEAF)(ns[name])
+    else:
+        _MADE[name] = leaf("a2 a2 a1 a2 a2 i i i i i", dtypes=(leaf_dtype,))(ns[name])
     return _MADE[name]
 
 
-def block(M: int):
-    """The full-panel tile of ``M`` pixel rows (generated and compiled once per ``M``)."""
-    if f"block{M}" not in _MADE:
+def block(M: int, dtype):
+    """The full-panel tile of ``M`` pixel rows for ``dtype`` (generated once per ``M``)."""
+    if f"block{M}" in _MADE:
+        _MADE[f"block{M}"].leaf.add_dtype(dtype)
+    else:
         accs = ", ".join(f"a{i}" for i in range(M))
         _compile(_TAIL.format(M=M, accs=accs, select=_select(M)), f"tail{M}")
         stores = _lines("store(y, r{i}, c0, a{i})", 1, 12) + "\n" + "\n".join(
@@ -163,13 +177,16 @@ def block(M: int):
             M=M, accs=accs, rows=_lines("r{i} = min(p0 + {i}, last)", M, 8), init=_lines("a{i} = b", M, 8),
             fmas=_lines("a{i} = fma(a{i}, x[r{i}, k], w, k, 0)", M, 12),
             relus=_lines("a{i} = relu6(a{i}, zero, six)", M, 16),
-            resids=_lines("a{i} = add(a{i}, load(res, r{i}, c0))", M, 16), stores=stores), f"block{M}")
+            resids=_lines("a{i} = add(a{i}, load(res, r{i}, c0))", M, 16), stores=stores), f"block{M}",
+            dtype)
     return _MADE[f"block{M}"]
 
 
-def half(M: int):
-    """The half-panel tile with ``M`` accumulators (2M pixels x 8 channels)."""
-    if f"half{M}" not in _MADE:
+def half(M: int, dtype):
+    """The half-panel tile with ``M`` accumulators (2M pixels x 8 channels) for ``dtype``."""
+    if f"half{M}" in _MADE:
+        _MADE[f"half{M}"].leaf.add_dtype(dtype)
+    else:
         accs = ", ".join(f"a{i}" for i in range(M))
         _compile(_PAIRS.format(M=M, P=2 * M, accs=accs, select=_select(M, 2)), f"pairs{M}")
         _compile(_HALF.format(
@@ -178,5 +195,5 @@ def half(M: int):
             fmas=_lines("a{i} = fma2(a{i}, x[r{j}, k], x[r{k}, k], w, k, 0)", M, 12),
             relus=_lines("a{i} = relu6(a{i}, zero, six)", M, 12),
             resids=_lines("a{i} = add(a{i}, load2(res, r{j}, r{k}, c0))", M, 16),
-            stores=_lines("store2(y, r{j}, r{k}, c0, a{i})", M, 12)), f"half{M}")
+            stores=_lines("store2(y, r{j}, r{k}, c0, a{i})", M, 12)), f"half{M}", dtype)
     return _MADE[f"half{M}"]

@@ -586,6 +586,10 @@ def test_import_compiles_nothing_and_keeps_numba_config():
                 f = getattr(mod, name)
                 if hasattr(f, "signatures"):
                     assert not f.signatures, name
+        from mnv2ref.kernels import _leaf
+        assert len(_leaf.leaves()) >= 15
+        for lf in _leaf.leaves():  # the leaves' dispatchers are not even created
+            assert lf._dispatcher is None, lf.name
     """)
 
 
@@ -602,15 +606,16 @@ _FMA_PROBE = """
     # this machine's CPU).
     args = (np.ones((7, 9), f), np.ones((9, 16), f), np.zeros(16, f), np.zeros((0, 0), f),
             np.zeros((7, 16), f), 0, 7, 0, 16, 1)
-    _config.ensure_compiled(P.TILE_F32, args)
+    D = P.TILE_F32.leaf.dispatcher()  # the tile is a leaf (_leaf.py), compiled on its own
+    _config.ensure_compiled(D, args)
     assert numba.config.SLP_VECTORIZE == before
     if sys.argv[-1] == "run":  # and end to end through the engine, on this machine
         import mnv2ref.kernels as K
         y = K.pointwise(np.ones((7, 9), f), K.pack_pointwise(np.ones((9, 16), f)), np.zeros(16, f), True)
         assert (y == 6).all()
-    asm = P.TILE_F32.inspect_asm(P.TILE_F32.signatures[0])
+    asm = D.inspect_asm(D.signatures[0])
     fmas = re.findall(%r, asm, re.M)
-    print(P.TILE_F32.py_func.__name__, sum(k == "p" for k, _ in fmas), sum(k == "s" for k, _ in fmas),
+    print(D.py_func.__name__, sum(k == "p" for k, _ in fmas), sum(k == "s" for k, _ in fmas),
           sum("zmm" in ops for k, ops in fmas if k == "p"), int("zmm" in asm))
 """ % _FMA
 
@@ -678,17 +683,22 @@ def test_a_second_process_compiles_nothing(tmp_path):
                                    K.pack_pointwise(np.ones((48, 8), f)), np.zeros(8, f), True)
         K.pointwise(x, K.pack_pointwise(np.ones((8, 16), f)), np.zeros(16, f), True)
         K.depthwise3x3(x, np.ones((3, 3, 8), f), np.zeros(8, f), 2, ((0, 1), (0, 1)))
-        from mnv2ref.kernels import _conv, _head, _engine
+        from mnv2ref.kernels import _conv, _head, _engine, _leaf
         run = _engine.run_function()
+        leaves = [lf.dispatcher() for lf in _leaf.leaves() if np.dtype(f) in lf.dtypes]
+        # Callees of leaves (linked into the one leaf that calls them), compiled in this process:
         others = [f for mod in (_block, _pointwise, _depthwise, _conv, _head) for f in vars(mod).values()
                   if hasattr(f, "signatures") and f.signatures]
-        print(sum(run.stats.cache_misses.values()), sum(run.stats.cache_hits.values()), len(others),
+        print(sum(d.stats.cache_misses.get(s, 0) for d in [run] + leaves for s in d.signatures),
+              sum(d.stats.cache_hits.get(s, 0) for d in [run] + leaves for s in d.signatures),
+              len(leaves), max(len(d.signatures) for d in leaves), len(others),
               max((len(f.signatures) for f in others), default=0))
     """
     first = _run(code, NUMBA_CACHE_DIR=str(tmp_path)).split()
     second = _run(code, NUMBA_CACHE_DIR=str(tmp_path)).split()
-    assert first[0] != "0" and first[2] != "0", first  # the first process did compile (empty cache)
-    # ... each tile function once: a literal argument (0, True) would compile a second copy.
-    assert first[3] == "1", first
-    # The second loads the one engine function and compiles nothing, not even a tile function.
-    assert second == ["0", "1", "0", "0"], second
+    nleaves = first[2]
+    assert first[0] == str(int(nleaves) + 1), first  # the first process compiled engine + leaves
+    # ... each leaf once, one signature each: a literal argument (0, True) would compile a second copy.
+    assert first[3] == "1" and first[5] == "1", first
+    # The second loads the engine and every leaf from the cache and compiles nothing at all.
+    assert second == ["0", str(int(nleaves) + 1), nleaves, "1", "0", "0"], second
