@@ -122,19 +122,29 @@ class _Leaf:
         return tuple(out)
 
     def symbol(self, dtype) -> str:
-        """Compile (or load) the leaf for ``dtype``, register its address; the symbol name."""
-        sig = self.signature(dtype)
+        """Compile (or load) the leaf for ``dtype``, register its address; the symbol name.
+
+        The lower stages' leaves are registered first: this leaf's machine code (compiled here or
+        loaded from the cache) calls them. A symbol missing when LLVM loads code that calls it
+        is a fatal LLVM error, not an exception, hence also the name: fixed by the leaf and the
+        dtype (``mnv2ref.<module>.<name>.<dtype>``), not Numba's mangled name, which numbers
+        functions per process, so that a leaf recompiled in another process still matches the
+        references to it in cached callers."""
+        dt = np.dtype(dtype)
+        name = f"mnv2ref.{self.py_func.__module__}.{self.name}.{dt.name}"
+        if name in _SYMBOLS:
+            return name
+        for dep in _LEAVES:
+            if dep.stage < self.stage and dt in dep.dtypes:
+                dep.symbol(dt)
+        sig = self.signature(dt)
         disp = self.dispatcher()
         compile_types(disp, sig)
         cres = disp.overloads[sig]
-        # Not Numba's own mangled prefix (_ZN5numba): Numba checks that no such symbol stays a
-        # bare declaration in a module.
-        name = "mnv2ref." + cres.fndesc.llvm_func_name
-        if name not in _SYMBOLS:
-            import llvmlite.binding as ll
+        import llvmlite.binding as ll
 
-            ll.add_symbol(name, cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name))
-            _SYMBOLS.add(name)
+        ll.add_symbol(name, cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name))
+        _SYMBOLS.add(name)
         return name
 
 
@@ -205,10 +215,11 @@ def prepare(dtype) -> None:
     run before the engine for ``dtype`` is compiled or loaded."""
     if jit_disabled():
         return
+    from ._jobs import compile_leaves
+
     dt = np.dtype(dtype)
-    for lf in sorted(_LEAVES, key=lambda lf: lf.stage):
-        if dt in lf.dtypes:
-            lf.symbol(dt)
+    todo = [lf for lf in sorted(_LEAVES, key=lambda lf: lf.stage) if dt in lf.dtypes]
+    compile_leaves(todo, dt, lambda lf, d: lf.symbol(d))
 
 
 def leaves() -> list:
