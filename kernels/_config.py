@@ -2,25 +2,27 @@
 
 How the kernels are compiled (and why)
 --------------------------------------
-There is one top-level compiled function per dtype, the engine's driver (``_engine.py``).
-Everything else -- the per-operation executors (inlined into it at Numba-IR level) and the
-tile functions (compiled as its callees) -- is machine code inside that one cache entry.
-Numba compiles a callee once on its own and again inside each caller it is linked into, and
-each ``prange`` adds three more modules; main's five parallel drivers and deep call chains made
-the cold start 74-81 s (measured on this 2-core VM). With one non-parallel driver each tile is
-generated twice (alone and in the driver), and the tiles are short: explicit 16-lane vector
-IR (``_lanes.py``), not 16 scalar lanes. Measured cold compile of everything float32: ~14 s of
-CPU time on the loaded 2-core Sapphire Rapids VM (see the report / README for the numbers).
+The engine's driver (``_engine.py``) is one small compiled function per dtype. Everything it
+runs is a *leaf* (``_leaf.py``): the per-operation executors, the depthwise rows and pointwise
+panel loops, and the tile functions, each compiled once on its own, cached on disk, and
+called by symbol. Numba compiles a callee once on its own and again inside each caller it is
+linked into (and each ``prange`` adds three more modules): main's five parallel drivers made
+the cold start 74-81 s, and one driver with every tile linked into it still 32 s on a 2-core
+AVX2 VM (18 s on a faster AVX-512 one), most of it typing, inlining and re-optimising the same
+tile code inside the driver. As leaves, no code is compiled twice, and a cold compile is
+shared by helper processes (``_jobs.py``): 15.6 s on that AVX2 VM. The tiles are short:
+explicit 16-lane vector IR (``_lanes.py``), not 16 scalar lanes.
 
 Compile options
 ---------------
-``cache=True`` (the driver; ``JIT``)
+``cache=True`` (the driver and the leaves; ``JIT``)
     Machine code is written next to the sources (``__pycache__``) or to ``NUMBA_CACHE_DIR`` so
-    a fresh process loads it instead of spending seconds in LLVM. The driver is a closure over
-    a digest of all kernel sources (``_engine.run_function``), because Numba's cache key covers
-    only the cached function's own file: a changed tile file must not load stale code.
-``cache=False`` (tile functions; ``LEAF``)
-    They only ever run inside the driver, whose cache entry contains them.
+    a fresh process loads it instead of spending seconds in LLVM. Every cache key includes a
+    digest of all kernel sources (the driver is a closure over it; the leaves' cache adds it,
+    ``_leaf._StampedCache``), because Numba's key covers only the function's own file: a
+    changed ``_lanes.py`` must not load stale code.
+``cache=False`` (``LEAF``: a leaf's own callees, e.g. a tile's tail store)
+    Linked into the one leaf that calls them, whose cache entry contains them.
 ``inline='always'`` (``INLINE``: small helpers, executors, vector intrinsics' wrappers)
     Inlined into the caller at Numba-IR level: no module of their own to optimise and link.
     Used only for short functions: Numba re-types the inlined body at every call site.
@@ -79,8 +81,7 @@ from numba.core.compiler_lock import global_compiler_lock as _compiler_lock
 # Shared by every compiled function. Copy before extending (dict(JIT, cache=False)).
 JIT = dict(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy",
            boundscheck=False)
-# Tile functions: compiled only as callees of the engine's driver, whose cache entry holds
-# them, so a cache file of their own would be dead weight.
+# Callees of one leaf (``_leaf.py``): linked into it; its cache entry holds them.
 LEAF = dict(JIT, cache=False)
 # Small helpers inlined into their caller at Numba-IR level (never called on their own).
 INLINE = dict(inline="always", fastmath={"contract"}, error_model="numpy",

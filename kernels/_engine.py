@@ -22,9 +22,9 @@ Why this shape (compile time and call overhead, measured on main before it):
 * Each ``prange`` loop made Numba build a kernel, a gufunc wrapper and a parallel wrapper
   module, each re-optimising and re-generating the tile functions it calls; five parallel
   drivers (+ the banded block) cost most of the ~74 s cold start. Here there is no ``prange``:
-  the threads are plain Python threads (``_Pool``) calling a ``nogil`` function, and the
-  tile functions are linked into exactly one caller, :func:`_run` (the per-kind executors and
-  the loops between them are inlined into it at Numba-IR level).
+  the threads are plain Python threads (``_Pool``) calling a ``nogil`` function, and that
+  function only dispatches: each kind's executor is a leaf (``_leaf.py``), compiled once on
+  its own and called by symbol, as are the tiles the executors call.
 * A model's forward pass is one program: one call per thread instead of ~50 checked kernel
   calls from Python (which made small models mostly Python).
 * One signature per dtype: a float32 model never compiles float64 code.

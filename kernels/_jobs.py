@@ -26,6 +26,9 @@ import time
 
 _WAIT_S = 600  # longest wait for one stage of one helper before it is dropped
 
+# Helpers started by this process so far, and the leaves they were given (for the compile report).
+LAST = {"helpers": 0, "leaves": 0}
+
 
 def jobs() -> int:
     """Processes for a cold compile (this one included)."""
@@ -153,6 +156,8 @@ def _start(todo, done, dtype, n) -> list:
                 helpers.append(_Helper(dtype, shares[k]))
             except OSError:
                 break
+    LAST["helpers"] += len(helpers)
+    LAST["leaves"] += sum(len(keys) for share in shares[1:len(helpers) + 1] for keys in share)
     return helpers
 
 

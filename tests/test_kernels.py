@@ -694,11 +694,92 @@ def test_a_second_process_compiles_nothing(tmp_path):
               len(leaves), max(len(d.signatures) for d in leaves), len(others),
               max((len(f.signatures) for f in others), default=0))
     """
-    first = _run(code, NUMBA_CACHE_DIR=str(tmp_path)).split()
-    second = _run(code, NUMBA_CACHE_DIR=str(tmp_path)).split()
+    one = dict(NUMBA_CACHE_DIR=str(tmp_path), MNV2REF_COMPILE_JOBS="1")  # all in this process
+    first = _run(code, **one).split()
+    second = _run(code, **one).split()
     nleaves = first[2]
     assert first[0] == str(int(nleaves) + 1), first  # the first process compiled engine + leaves
     # ... each leaf once, one signature each: a literal argument (0, True) would compile a second copy.
     assert first[3] == "1" and first[5] == "1", first
     # The second loads the engine and every leaf from the cache and compiles nothing at all.
     assert second == ["0", str(int(nleaves) + 1), nleaves, "1", "0", "0"], second
+
+
+_BLOCK_PROBE = """
+    import hashlib, sys
+    import numpy as np
+    import mnv2ref.kernels as K
+    from mnv2ref.kernels import _engine, _jobs, _leaf
+    if sys.argv[-1] == "failing-helpers":  # every helper exits at once, before compiling anything
+        import subprocess
+
+        class Dead(_jobs._Helper):
+            def __init__(self, dtype, shares):
+                self.proc = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"],
+                                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                self.alive = True
+
+        _jobs._Helper = Dead
+    f = np.float32
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, 9, 7, 24)).astype(f)
+    y = K.expand_depthwise_project(x, K.pack_pointwise(rng.standard_normal((24, 72)).astype(f)),
+                                   rng.standard_normal(72).astype(f), rng.standard_normal((3, 3, 72)).astype(f),
+                                   rng.standard_normal(72).astype(f), 1, ((1, 1), (1, 1)),
+                                   K.pack_pointwise(rng.standard_normal((72, 24)).astype(f)),
+                                   rng.standard_normal(24).astype(f), True)
+    leaves = [lf.dispatcher() for lf in _leaf.leaves() if np.dtype(f) in lf.dtypes]
+    misses = sum(d.stats.cache_misses.get(s, 0) for d in leaves for s in d.signatures)
+    print(hashlib.sha256(y.tobytes()).hexdigest(), misses, len(leaves),
+          sum(_engine.run_function().stats.cache_misses.values()))
+"""
+
+
+def _probe(*argv, **env):
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(_BLOCK_PROBE), *argv], capture_output=True,
+                         text=True, env=dict(os.environ, **env), timeout=600)
+    assert out.returncode == 0, out.stderr  # (a missing leaf symbol would abort the process)
+    digest, *counts = out.stdout.split()
+    return (digest, *map(int, counts))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(NOJIT, reason="Numba's compile and on-disk cache")
+def test_cold_compile_in_helper_processes_and_a_lost_leaf(tmp_path):
+    """With 2 compile jobs a helper process compiles part of the leaves into the cache (this
+    process compiles fewer than all of them) and the results are the usual bits. Then one
+    leaf's cache entry is deleted: the next process recompiles just that leaf, and the cached
+    engine and leaves, which call it by its symbol name, still find it (Numba's own mangled
+    names are numbered per process; a missing symbol is a fatal LLVM error)."""
+    want = _probe(MNV2REF_COMPILE_JOBS="1", NUMBA_CACHE_DIR=str(tmp_path / "ref"))[0]
+    cache = str(tmp_path / "cache")
+    digest, misses, nleaves, engine = _probe(MNV2REF_COMPILE_JOBS="2", NUMBA_CACHE_DIR=cache)
+    assert digest == want and 0 < misses < nleaves and engine == 1, (misses, nleaves, engine)
+    lost = [p for p in (tmp_path / "cache").rglob("*") if "_strips-" in p.name]
+    assert lost, sorted(p.name for p in (tmp_path / "cache").rglob("*"))
+    for p in lost:
+        p.unlink()
+    assert _probe(MNV2REF_COMPILE_JOBS="2", NUMBA_CACHE_DIR=cache) == (want, 1, nleaves, 0)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(NOJIT, reason="Numba's compile and on-disk cache")
+def test_cold_compile_when_helpers_fail(tmp_path):
+    """Helpers that die at once change nothing but the time: this process compiles every leaf
+    itself, with the same bits."""
+    want = _probe(MNV2REF_COMPILE_JOBS="1", NUMBA_CACHE_DIR=str(tmp_path / "ref"))[0]
+    digest, misses, nleaves, engine = _probe("failing-helpers", MNV2REF_COMPILE_JOBS="2",
+                                             NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    assert (digest, misses, engine) == (want, nleaves, 1), (misses, nleaves)
+
+
+def test_compile_jobs_setting(monkeypatch):
+    from mnv2ref.kernels import _jobs
+
+    monkeypatch.setenv("MNV2REF_COMPILE_JOBS", "3")
+    assert _jobs.jobs() == 3
+    monkeypatch.setenv("MNV2REF_COMPILE_JOBS", "many")
+    with pytest.raises(ValueError, match="MNV2REF_COMPILE_JOBS"):
+        _jobs.jobs()
+    monkeypatch.delenv("MNV2REF_COMPILE_JOBS")
+    assert 1 <= _jobs.jobs() <= 4

@@ -255,9 +255,14 @@ def run(args) -> int:
               f"(loaded from the cache in {seconds:.1f} s)")
     elif kernels_s:
         print(f"mnv2ref compile: compiled the {what} kernels in {seconds:.1f} s "
-              f"({len(kernels_s)} entry points; CPU {key['cpu_name']}, numba {key['numba']}):")
+              f"({len(kernels_s)} functions compiled here; CPU {key['cpu_name']}, numba {key['numba']}):")
         for name, s in kernels_s:
             print(f"  {s:7.1f} s  {name}")
+        from ..kernels import _jobs
+
+        if _jobs.LAST["helpers"]:
+            print(f"  (and {_jobs.LAST['leaves']} more compiled meanwhile by {_jobs.LAST['helpers']} helper "
+                  f"process(es): MNV2REF_COMPILE_JOBS)")
     else:
         print(f"mnv2ref compile: the {what} kernels are ready in {seconds:.1f} s (nothing to compile: loaded "
               f"from Numba's cache; CPU {key['cpu_name']}, numba {key['numba']})")
