@@ -1,6 +1,6 @@
 """Whole-model speed the way users run it: every runtime in its own fresh process, rounds with the order rotated.
 
-    python benchmarks/bench_model.py            # full run: writes benchmarks/results/<date>-<host>.json
+    python benchmarks/bench_model.py            # full run: writes benchmarks/results/<date>-<host>-<cpu>.json
     python benchmarks/bench_model.py --quick    # smoke run: 1 round, short series (…-quick.json)
 
 Runtimes: mnv2ref (numba, the default backend; and numpy), TFLite float32 with XNNPACK (``ai-edge-litert``),
@@ -184,7 +184,7 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="1 round, short series, no load-gate waiting: a smoke run")
     ap.add_argument("--no-startup", action="store_true", help="skip the cold/warm start measurements")
     ap.add_argument("--gate-wait", type=float, default=20.0, help="seconds to wait for a quiet machine per series")
-    ap.add_argument("--json", help="output path (default benchmarks/results/<date>-<host>[-quick].json)")
+    ap.add_argument("--json", help="output path (default benchmarks/results/<date>-<host>-<cpu>[-quick].json)")
     args = ap.parse_args(argv)
     series_opts = ["--threads", args.threads, "--batches", args.batches, "--gate-wait", args.gate_wait]
     if args.quick:
@@ -241,7 +241,9 @@ def main(argv=None):
     summary = bs.summarize(series)
     result.update(series=series, summary=summary, ratios=bs.targets(summary, series),
                   peak_memory_mb=peak_memory(series), notes=notes, duration_s=round(time.time() - t_run, 1))
-    name = f"{time.strftime('%Y-%m-%d', time.gmtime())}-{platform.node()}{'-quick' if args.quick else ''}.json"
+    # The LLVM CPU name too: one host name can be a different CPU from one day to the next.
+    name = (f"{time.strftime('%Y-%m-%d', time.gmtime())}-{platform.node()}-{result['machine']['llvm_cpu_name']}"
+            f"{'-quick' if args.quick else ''}.json")
     out = Path(args.json) if args.json else HERE / "results" / name
     bs.write_json(out, result)
     print(report(result))

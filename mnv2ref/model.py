@@ -264,12 +264,11 @@ class Model:
             raise ValueError(f"{self.name}: model was built for input_shape {self.input_shape[1:]}, got {x.shape}")
         y = np.ascontiguousarray(x, dtype=self.dtype)
         if y.size:
-            finite = np.isfinite(y) if np.issubdtype(x.dtype, np.floating) else None
-            if finite is not None and not finite.all():
-                bad = np.argwhere(~finite)
+            lo, hi = y.min(), y.max()  # NaN propagates through both, inf shows in one
+            if not (np.isfinite(lo) and np.isfinite(hi)):
+                bad = np.argwhere(~np.isfinite(y))
                 raise ValueError(f"{self.name}: the input holds {len(bad)} NaN/inf value(s) (first at index "
                                  f"{tuple(int(i) for i in bad[0])}); mnv2ref refuses non-finite inputs")
-            lo, hi = y.min(), y.max()
             if lo >= 0 and hi > 1.5:
                 warnings.warn(f"{self.name}: input values range from {lo:g} to {hi:g}: this looks like 0..255 "
                               "pixels. MobileNetV2 expects [-1, 1]: apply mnv2ref.preprocess_input first.",

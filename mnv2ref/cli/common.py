@@ -160,7 +160,7 @@ def build_model(args, *, top=None, input_hw=None, dtype="float32", activation="s
 
 def compile_kernels(dtype: str, notice_after: float = 1.0, stream=None) -> None:
     """Compile (or load from Numba's cache) the kernels for ``dtype`` before the first image, saying
-    so on stderr when it takes long: the first run on a machine compiles for about 15 s (one engine function per dtype)."""
+    so on stderr when it takes long: the first run on a machine compiles for 15-20 s (16 functions per dtype)."""
     import threading
 
     from .. import kernels
@@ -177,7 +177,7 @@ def compile_kernels(dtype: str, notice_after: float = 1.0, stream=None) -> None:
     t.start()
     t.join(notice_after)
     if t.is_alive():
-        print("mnv2ref: compiling the Numba kernels (first run on this machine only, about 15 s; cached "
+        print("mnv2ref: compiling the Numba kernels (first run on this machine only, 15-20 s; cached "
               "afterwards; --backend numpy needs none)...", file=stream or sys.stderr, flush=True)
         t.join()
     if errors:
