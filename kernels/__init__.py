@@ -39,11 +39,12 @@ its own part of its output with the same instruction sequence whatever thread ru
 results are bit-identical for any thread count. Threads: ``set_num_threads(n)`` /
 ``get_num_threads()``; the maximum is ``NUMBA_NUM_THREADS`` (default: the number of CPUs).
 
-Compilation: nothing is compiled at import. The engine function for a dtype is compiled on
-first use, or up front with ``warmup(dtypes=("float32",))`` (what ``mnv2ref compile`` calls),
-and cached on disk by Numba (``cache=True``: next to the package or in ``NUMBA_CACHE_DIR``), so
-later processes load it in well under a second. One engine function serves every model size
-and width of that dtype; a float32 model never compiles float64 code. Vector arithmetic is
+Compilation: nothing is compiled at import. The engine for a dtype (its dispatch loop and the
+leaves it calls by symbol, ``_leaf.py``: 16 functions, each compiled once) is compiled on first
+use, or up front with ``warmup(dtypes=("float32",))`` (what ``mnv2ref compile`` calls), sharing
+the work with helper processes (``_jobs.py``), and cached on disk by Numba (``cache=True``: next
+to the package or in ``NUMBA_CACHE_DIR``), so later processes load it in about a second. It
+serves every model size and width of that dtype; a float32 model never compiles float64 code. Vector arithmetic is
 explicit 16-lane LLVM vectors (``_lanes.py``), register tiles are chosen for the CPU Numba
 compiles for (``_tiles.py``: AVX-512 or AVX2), and ``_config.py`` holds the compile options
 with the reason for each. ``NUMBA_DISABLE_JIT=1`` runs the same kernel bodies as plain
@@ -71,7 +72,7 @@ __all__ = [
 def warmup(dtypes=("float32", "float64"), **_ignored) -> None:
     """Compile (or load from the on-disk cache) everything a model of each dtype needs, now.
 
-    There is one compiled engine function per dtype (``_engine.py``), used by every kernel
+    There is one compiled engine per dtype (``_engine.py`` and its leaves), used by every kernel
     and by whole-model plans, so this covers any model size and width; extra keyword
     arguments (e.g. ``alpha=``, ``size=``) are accepted and change nothing.
     """
