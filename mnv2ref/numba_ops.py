@@ -133,10 +133,12 @@ def compile_forward(forward, shape, dtype, **kwargs) -> CompiledForward:
     return CompiledForward(plan.compile(y, serial_below=SERIAL_BELOW_MACS), ops.softmax_of is not None)
 
 
-# A forward pass with fewer multiply-adds than this runs on one thread: measured on 2 cores,
-# 0.35_96 at batch 1 (12 M) took 0.74 ms on one thread and 0.90 on two (53 layers of ~12 us
-# each: the per-layer barrier and the second thread's wake-up cost more than they save), while
-# 0.35_96 at batch 32 (380 M) and 1.0_224 at batch 1 (300 M) gain 1.6x from the second.
+# A forward pass with fewer multiply-adds than this times its first calls on one thread and on
+# all, and keeps the faster (``kernels/_plan.Program``): 53 layers of ~12 us each, where the
+# per-layer barrier and waking the second thread cost about what it saves, depending on the CPU.
+# Measured on 2 cores, 0.35_96 at batch 1 (12 M): 0.68 ms on one thread vs 0.86 on two (Intel
+# Sapphire Rapids VM), ~0.9 vs ~0.5 (AMD Zen 3 VM); 0.35_96 at batch 32 (380 M) and 1.0_224 at
+# batch 1 (300 M) gain 1.6x from the second thread on both.
 SERIAL_BELOW_MACS = 32_000_000
 
 

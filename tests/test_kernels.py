@@ -783,3 +783,26 @@ def test_compile_jobs_setting(monkeypatch):
         _jobs.jobs()
     monkeypatch.delenv("MNV2REF_COMPILE_JOBS")
     assert 1 <= _jobs.jobs() <= 4
+
+
+def test_small_program_keeps_the_faster_thread_count():
+    """A program under ``serial_below`` alternates 1 and N threads over its first calls (real
+    calls: every result the same bits), then keeps the count with the lower median time."""
+    from mnv2ref.kernels import _plan
+
+    assert _plan.faster({1: [3.0, 1.0, 2.0], 2: [1.5, 1.5, 9.0]}) == 2
+    assert _plan.faster({1: [1.0, 1.0], 2: [1.0, 1.0]}) == 1  # a tie: fewer threads
+    rng = np.random.default_rng(3)
+    f = np.float32
+    plan = K.Plan(f, nthreads=2)
+    x = plan.input((1, 9, 9, 16))
+    y = plan.pointwise(x, K.pack_pointwise(rng.standard_normal((16, 24)).astype(f)),
+                       rng.standard_normal(24).astype(f), True)
+    prog = plan.compile(y, serial_below=10 ** 9)
+    assert prog.threads_probe == {1: [], 2: []}
+    data = rng.standard_normal((1, 9, 9, 16)).astype(f)
+    outs = [prog(data) for _ in range(2 * _plan._PROBE_CALLS + 2)]
+    assert prog.threads_probe is None and prog.nthreads in (1, 2)
+    assert all(np.array_equal(o, outs[0]) for o in outs)
+    big = plan.compile(y, serial_below=0)  # at or above the bound: all threads, no probe
+    assert big.threads_probe is None and big.nthreads == 2
