@@ -47,18 +47,14 @@ def jobs() -> int:
     return max(1, min(ncpu, 4))
 
 
-def _key(lf) -> str:
-    return f"{lf.py_func.__module__}.{lf.name}"
-
-
 class _Helper:
-    """One helper process, compiling ``shares`` (leaf keys per stage) for ``dtype``."""
+    """One helper process, compiling ``shares`` ([stage, [leaf keys]] in stage order) for ``dtype``."""
 
     def __init__(self, dtype, shares):
         code = "from mnv2ref.kernels._jobs import _helper_main; _helper_main()"
         self.proc = subprocess.Popen(
             [sys.executable, "-c", code, dtype.name, json.dumps(shares)], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=None if os.environ.get('MNV2REF_DEBUG_LEAVES') else subprocess.DEVNULL, text=True, bufsize=1)
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
         self.alive = True
 
     def wait_stage(self, stage: int) -> None:
@@ -102,8 +98,8 @@ class _Helper:
             self.proc.kill()
 
 
-def compile_leaves(todo, dtype, symbol) -> None:
-    """``symbol(lf, dtype)`` for every leaf of ``todo`` (sorted by stage), sharing a cold compile
+def compile_leaves(todo, dtype) -> None:
+    """``lf.symbol(dtype)`` for every leaf of ``todo`` (sorted by stage), sharing a cold compile
     with helper processes (module doc)."""
     helpers, n = [], 1
     try:
@@ -113,30 +109,30 @@ def compile_leaves(todo, dtype, symbol) -> None:
             here = [lf for lf in todo if lf.stage == stage]
             if not helpers:
                 # Until something has to be compiled, load in this process.
-                while here and _loaded(here[0], dtype, symbol):
-                    done.add(_key(here.pop(0)))
+                while here and _loaded(here[0], dtype):
+                    done.add(here.pop(0).key)
                 if here and jobs() > 1:
                     n = jobs()
                     helpers = _start(todo, done, dtype, n)
             for i, lf in enumerate(here):
                 if i % n == 0 or not helpers:  # this process's share (k = 0)
-                    symbol(lf, dtype)
+                    lf.symbol(dtype)
             for h in helpers:
                 h.wait_stage(stage)
             for h in helpers:
                 h.go()
         for lf in todo:  # the helpers' leaves from the cache (or compiled here if one failed)
-            symbol(lf, dtype)
+            lf.symbol(dtype)
     finally:
         for h in helpers:
             h.close()
 
 
-def _loaded(lf, dtype, symbol) -> bool:
-    """``symbol(lf, dtype)``; True if it came from the cache (no compile)."""
+def _loaded(lf, dtype) -> bool:
+    """``lf.symbol(dtype)``; True if it came from the cache (no compile)."""
     disp = lf.dispatcher()
     misses = sum(disp.stats.cache_misses.values())
-    symbol(lf, dtype)
+    lf.symbol(dtype)
     return sum(disp.stats.cache_misses.values()) == misses
 
 
@@ -146,18 +142,18 @@ def _start(todo, done, dtype, n) -> list:
     stages = sorted({lf.stage for lf in todo})
     shares = [[] for _ in range(n)]
     for stage in stages:
-        here = [lf for lf in todo if lf.stage == stage and _key(lf) not in done]
+        here = [lf for lf in todo if lf.stage == stage and lf.key not in done]
         for k in range(n):
-            shares[k].append([_key(lf) for i, lf in enumerate(here) if i % n == k])
+            shares[k].append([stage, [lf.key for i, lf in enumerate(here) if i % n == k]])
     helpers = []
     for k in range(1, n):
-        if any(shares[k]):
+        if any(keys for _, keys in shares[k]):
             try:
                 helpers.append(_Helper(dtype, shares[k]))
             except OSError:
                 break
     LAST["helpers"] += len(helpers)
-    LAST["leaves"] += sum(len(keys) for share in shares[1:len(helpers) + 1] for keys in share)
+    LAST["leaves"] += sum(len(keys) for share in shares[1:len(helpers) + 1] for _, keys in share)
     return helpers
 
 
@@ -169,9 +165,8 @@ def _helper_main() -> None:
     from . import _engine  # noqa: F401  (imports every kernel module: all leaves exist)
 
     dtype, shares = np.dtype(sys.argv[1]), json.loads(sys.argv[2])
-    by_key = {_key(lf): lf for lf in _leaf.leaves()}
-    stages = sorted({lf.stage for lf in _leaf.leaves() if dtype in lf.dtypes})
-    for stage, keys in zip(stages, shares):
+    by_key = {lf.key: lf for lf in _leaf.leaves()}
+    for stage, keys in shares:
         for key in keys:
             by_key[key].symbol(dtype)
         print(f"done {stage}", flush=True)

@@ -78,6 +78,7 @@ class _Leaf:
         self.py_func = py_func
         self.stage = stage
         self.name = py_func.__qualname__
+        self.key = f"{py_func.__module__}.{self.name}"  # unique: the symbol's and the helpers' name
         self.kinds = kinds.split()
         self.dtypes = tuple(np.dtype(d) for d in dtypes)
         params = list(inspect.signature(py_func).parameters)
@@ -131,7 +132,7 @@ class _Leaf:
         functions per process, so that a leaf recompiled in another process still matches the
         references to it in cached callers."""
         dt = np.dtype(dtype)
-        name = f"mnv2ref.{self.py_func.__module__}.{self.name}.{dt.name}"
+        name = f"mnv2ref.{self.key}.{dt.name}"
         if name in _SYMBOLS:
             return name
         for dep in _LEAVES:
@@ -219,7 +220,7 @@ def prepare(dtype) -> None:
 
     dt = np.dtype(dtype)
     todo = [lf for lf in sorted(_LEAVES, key=lambda lf: lf.stage) if dt in lf.dtypes]
-    compile_leaves(todo, dt, lambda lf, d: lf.symbol(d))
+    compile_leaves(todo, dt)
 
 
 def leaves() -> list:
